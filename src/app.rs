@@ -1,0 +1,94 @@
+//! Assembles the daemon from settings: opens the store, builds the Coupa
+//! client, starts one poller per object and one delivery task per sink,
+//! and stops them in order on shutdown (pollers finish their page, sinks
+//! get a bounded last drain). `main` and `demo` both run through here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+use crate::coupa::client::CoupaClient;
+use crate::delivery;
+use crate::poller::{Poller, PollerStatus};
+use crate::shutdown::Shutdown;
+use crate::sink::AnySink;
+use crate::store::Store;
+
+/// How long sinks may keep draining after shutdown is asked for.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
+
+/// Live handles of a running daemon, for status and tests.
+#[derive(Clone)]
+pub struct Handles {
+    pub store: Store,
+    pub client: CoupaClient,
+    pub pollers: BTreeMap<String, Arc<Mutex<PollerStatus>>>,
+}
+
+/// Opens everything the settings name; fails with the culprit named.
+pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<AnySink>)> {
+    let store = Store::open(&settings.state.dir)?;
+    let client = CoupaClient::new(&settings.coupa).context("coupa client")?;
+    let mut pollers = Vec::new();
+    let mut statuses = BTreeMap::new();
+    for plan in settings.plans()? {
+        let p = Poller::new(plan, client.clone(), store.clone());
+        statuses.insert(p.name().to_string(), p.status());
+        pollers.push(p);
+    }
+    let sinks = settings
+        .sinks
+        .iter()
+        .map(AnySink::from_settings)
+        .collect::<Result<Vec<_>, _>>()?;
+    let handles = Handles {
+        store,
+        client,
+        pollers: statuses,
+    };
+    Ok((handles, pollers, sinks))
+}
+
+/// Runs the daemon until `shutdown` fires, then stops cleanly.
+pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
+    let (handles, pollers, sinks) = build(&settings)?;
+    run_built(handles, pollers, sinks, shutdown).await
+}
+
+/// Runs already-built parts (lets callers keep the [`Handles`]).
+pub async fn run_built(
+    handles: Handles,
+    pollers: Vec<Poller>,
+    sinks: Vec<AnySink>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let store = handles.store.clone();
+    let names = Arc::new(sinks.iter().map(|s| crate::sink::Sink::name(s).to_string()).collect::<Vec<_>>());
+    info!(objects = pollers.len(), sinks = names.len(), state = %store.dir().display(), "daemon started");
+    let mut poll_tasks = JoinSet::new();
+    for p in pollers {
+        poll_tasks.spawn(p.run(shutdown.clone()));
+    }
+    let mut sink_tasks = JoinSet::new();
+    for s in sinks {
+        sink_tasks.spawn(delivery::drain(s, store.clone(), names.clone(), shutdown.clone()));
+    }
+    shutdown.recv().await;
+    info!("shutting down: pollers finish their page");
+    while poll_tasks.join_next().await.is_some() {}
+    if tokio::time::timeout(SHUTDOWN_DRAIN, async { while sink_tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!(backlog = store.outbox_len(), "sinks did not drain in time; the rest stays in the outbox");
+        sink_tasks.abort_all();
+    }
+    store.flush().await?;
+    info!(backlog = store.outbox_len(), "stopped");
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! The Coupa HTTP client: one shared rate limiter (plus a global pause after
+//! a 429), bounded retries with backoff, status-to-error mapping, JSON
+//! parsing, and Coupa's clock from the `Date` header. Every request,
+//! including token mints, goes through `Inner::exchange`, so nothing
+//! bypasses the rate limit. Credentials live in `auth.rs`; what the
+//! records mean is the poller's business, not this module's.
+
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, DATE, LOCATION, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+use tokio::time::Instant;
+use url::Url;
+
+use super::auth::Auth;
+use super::error::{snippet, validation_messages, CoupaError, MalformedKind, TransportKind};
+use super::record::Record;
+use crate::config::CoupaSettings;
+
+const USER_AGENT: &str = concat!("coupa-changefeed/", env!("CARGO_PKG_VERSION"));
+/// First backoff ceiling; doubles per attempt up to `max_backoff`.
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// A `Retry-After` beyond this is treated as this (a poll should not stall for hours).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Coupa: wait at least 5 s between minting a token and its first use.
+/// Applied before retrying with a token re-minted after a 401, where using
+/// it too early would turn a recoverable expiry into an auth error.
+const FRESH_TOKEN_SETTLE: Duration = Duration::from_secs(5);
+
+/// A cheap, cloneable handle to one Coupa instance. All clones share the
+/// rate limiter, the token, the clock and the counters.
+#[derive(Clone)]
+pub struct CoupaClient {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for CoupaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoupaClient")
+            .field("base_url", &display_url(&self.inner.base))
+            .field("auth", &self.inner.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shared state behind every clone.
+pub(crate) struct Inner {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: Url,
+    auth: Auth,
+    /// The configured rate, burst 1: the one gate every request passes.
+    limiter: DefaultDirectRateLimiter,
+    /// Set by a 429: the instance's bucket is full, so every caller holds off.
+    pause_until: Mutex<Option<Instant>>,
+    /// Latest `Date` header and when it arrived.
+    clock: Mutex<Option<(DateTime<Utc>, std::time::Instant)>>,
+    /// A response came without a `Date`: fall back to the host clock (warned once).
+    no_date: AtomicBool,
+    pub(crate) stats: Counters,
+    max_attempts: u32,
+    max_backoff: Duration,
+    /// Per-request timeout (named in timeout errors).
+    timeout: Duration,
+}
+
+/// Counters behind [`ClientStats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    requests: Counter,
+    responses_2xx: Counter,
+    responses_3xx: Counter,
+    responses_4xx: Counter,
+    responses_5xx: Counter,
+    transport_errors: Counter,
+    retries: Counter,
+    rate_limited: Counter,
+    rate_limit_waits: Counter,
+    pub(crate) token_mints: Counter,
+}
+
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A snapshot of the client's counters (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Requests sent, token mints and retries included.
+    pub requests: u64,
+    pub responses_2xx: u64,
+    pub responses_3xx: u64,
+    pub responses_4xx: u64,
+    pub responses_5xx: u64,
+    /// Requests that got no usable response (connect, timeout, broken body).
+    pub transport_errors: u64,
+    /// Attempts repeated after a transient failure or a 401.
+    pub retries: u64,
+    /// 429 responses received.
+    pub rate_limited: u64,
+    /// Requests that had to wait for the rate limiter or a 429 pause.
+    pub rate_limit_waits: u64,
+    /// Token requests sent.
+    pub token_mints: u64,
+}
+
+/// Which failures a call may repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryPolicy {
+    /// Idempotent reads: every transient failure.
+    Read,
+    /// Writes: only where Coupa cannot have acted (no connection, a 429,
+    /// or a failure before the request was sent, e.g. minting the token).
+    #[allow(dead_code)] // for the write actions
+    Write,
+}
+
+impl RetryPolicy {
+    fn retries(self, f: &Failure) -> bool {
+        match self {
+            RetryPolicy::Read => f.err.is_transient(),
+            RetryPolicy::Write => {
+                (f.before_send && f.err.is_transient())
+                    || matches!(
+                        f.err,
+                        CoupaError::Transport {
+                            kind: TransportKind::Connect,
+                            ..
+                        } | CoupaError::Status { status: 429, .. }
+                    )
+            }
+        }
+    }
+}
+
+/// A response read in full.
+pub(crate) struct Received {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A failed attempt, with what the retry loop needs to know about it.
+pub(crate) struct Failure {
+    pub err: CoupaError,
+    /// The server's `Retry-After`, capped.
+    pub retry_after: Option<Duration>,
+    /// A 401 answered the OAuth token of this generation.
+    pub stale_token: Option<u64>,
+    /// Failed before the request itself was sent (e.g. while minting).
+    pub before_send: bool,
+}
+
+impl From<CoupaError> for Failure {
+    fn from(err: CoupaError) -> Self {
+        Failure {
+            err,
+            retry_after: None,
+            stale_token: None,
+            before_send: false,
+        }
+    }
+}
+
+impl CoupaClient {
+    /// Builds the client (no request is sent until the first call).
+    pub fn new(settings: &CoupaSettings) -> Result<Self, CoupaError> {
+        let rps = NonZeroU32::new(settings.requests_per_second).ok_or_else(|| {
+            CoupaError::Config(
+                "cannot build the Coupa client: coupa.requests_per_second must be at least 1"
+                    .into(),
+            )
+        })?;
+        let auth = Auth::from_settings(settings)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            // SSRF guard: a redirect would carry our credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| {
+                CoupaError::Config(format!(
+                    "cannot build the Coupa HTTP client: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        let mut base = settings.base_url.clone();
+        base.set_query(None);
+        base.set_fragment(None);
+        Ok(CoupaClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth,
+                limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN)),
+                pause_until: Mutex::new(None),
+                clock: Mutex::new(None),
+                no_date: AtomicBool::new(false),
+                stats: Counters::default(),
+                max_attempts: settings.max_attempts.max(1),
+                max_backoff: settings.max_backoff,
+                timeout: settings.timeout,
+            }),
+        })
+    }
+
+    /// The instance root.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// GET a list endpoint; the body must be a bare JSON array of objects.
+    pub async fn list(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Vec<Record>, CoupaError> {
+        let url = self.inner.url(path, query)?;
+        let value = self
+            .inner
+            .send(Method::GET, &url, None, RetryPolicy::Read)
+            .await?;
+        let wrong = |detail: String| CoupaError::Malformed {
+            url: display_url(&url),
+            kind: MalformedKind::WrongShape,
+            detail,
+        };
+        let Value::Array(items) = value else {
+            return Err(wrong(format!(
+                "expected a JSON array of records, got {}",
+                kind_of(&value)
+            )));
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Object(m) => Ok(m),
+                other => Err(wrong(format!(
+                    "element {i} is {}, not a record object",
+                    kind_of(&other)
+                ))),
+            })
+            .collect()
+    }
+
+    /// Any GET returning JSON.
+    pub async fn get_json(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Value, CoupaError> {
+        let url = self.inner.url(path, query)?;
+        self.inner
+            .send(Method::GET, &url, None, RetryPolicy::Read)
+            .await
+    }
+
+    /// Coupa's clock: the latest `Date` header plus the time since it arrived.
+    pub fn coupa_now(&self) -> Option<DateTime<Utc>> {
+        let (at, received) = (*lock(&self.inner.clock))?;
+        Some(at + chrono::Duration::from_std(received.elapsed()).unwrap_or_default())
+    }
+
+    /// `coupa_now()`, probing `probe_path?limit=1` when no `Date` is known
+    /// yet; the host clock (warned once) if Coupa sends no `Date` at all.
+    pub async fn clock(&self, probe_path: &str) -> Result<DateTime<Utc>, CoupaError> {
+        if let Some(t) = self.coupa_now() {
+            return Ok(t);
+        }
+        if !self.inner.no_date.load(Ordering::Relaxed) {
+            let probe = self
+                .get_json(probe_path, &[("limit".into(), "1".into())])
+                .await;
+            if let Some(t) = self.coupa_now() {
+                return Ok(t);
+            }
+            // Nothing answered at all: we learnt nothing about the clock.
+            probe?;
+            self.inner.no_date.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                base_url = %display_url(&self.inner.base),
+                "Coupa sends no Date header; using the host clock for poll windows (keep it NTP-synced)"
+            );
+        }
+        Ok(Utc::now())
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ClientStats {
+        let s = &self.inner.stats;
+        ClientStats {
+            requests: s.requests.get(),
+            responses_2xx: s.responses_2xx.get(),
+            responses_3xx: s.responses_3xx.get(),
+            responses_4xx: s.responses_4xx.get(),
+            responses_5xx: s.responses_5xx.get(),
+            transport_errors: s.transport_errors.get(),
+            retries: s.retries.get(),
+            rate_limited: s.rate_limited.get(),
+            rate_limit_waits: s.rate_limit_waits.get(),
+            token_mints: s.token_mints.get(),
+        }
+    }
+}
+
+impl Inner {
+    /// `base_url` + `path` + query pairs. `path` is appended (never resolved
+    /// as a URL), so it cannot point the client at another host.
+    fn url(&self, path: &str, query: &[(String, String)]) -> Result<Url, CoupaError> {
+        let mut url = endpoint(&self.base, path)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+
+    /// One call with retries: the seam for reads now and writes later
+    /// (`body` is sent as JSON; `policy` decides which failures repeat).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        policy: RetryPolicy,
+    ) -> Result<Value, CoupaError> {
+        let shown = display_url(url);
+        let mut budget = self.max_attempts;
+        let mut attempts = 0;
+        let mut reminted = false;
+        let mut settle_fresh = false;
+        loop {
+            attempts += 1;
+            let f = match self.attempt(&method, url, &shown, body, settle_fresh).await {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            settle_fresh = false;
+            // A 401 on a token: mint a new one and retry once, outside the budget.
+            if let (Some(generation), false) = (f.stale_token, reminted) {
+                reminted = true;
+                settle_fresh = true;
+                budget += 1;
+                self.auth.invalidate(generation).await;
+                self.stats.retries.inc();
+                tracing::warn!(
+                    path = url.path(),
+                    "401 from Coupa: minting a new token and retrying once"
+                );
+                continue;
+            }
+            if !policy.retries(&f) {
+                return Err(f.err);
+            }
+            if attempts >= budget {
+                return Err(CoupaError::RetriesExhausted {
+                    attempts,
+                    last: Box::new(f.err),
+                });
+            }
+            let delay = f.retry_after.unwrap_or_else(|| self.backoff(attempts));
+            if matches!(f.err, CoupaError::Status { status: 429, .. }) {
+                self.pause_all(delay);
+            }
+            self.stats.retries.inc();
+            tracing::warn!(
+                path = url.path(),
+                attempt = attempts,
+                of = budget,
+                delay_ms = delay.as_millis() as u64,
+                reason = %f.err,
+                "retrying Coupa request"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: credential, request, response mapped to JSON or a failure.
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        shown: &str,
+        body: Option<&Value>,
+        settle_fresh: bool,
+    ) -> Result<Value, Failure> {
+        let cred = self.auth.credential(self).await.map_err(|mut f| {
+            f.before_send = true;
+            f
+        })?;
+        if let (true, Some(minted)) = (settle_fresh, cred.minted_at) {
+            tokio::time::sleep_until(minted + FRESH_TOKEN_SETTLE).await;
+        }
+        let mut req = self
+            .http
+            .request(method.clone(), url.clone())
+            .header(cred.name, cred.value);
+        if let Some(b) = body {
+            req = req.json(b); // sets Content-Type: application/json
+        }
+        let r = self.exchange(req, shown, true).await?;
+        if r.status.is_success() {
+            return self.parse_json(shown, &r).map_err(Failure::from);
+        }
+        let mut f = status_error(self, shown, &r);
+        if r.status == StatusCode::UNAUTHORIZED {
+            f.stale_token = cred.generation;
+        }
+        Err(f)
+    }
+
+    /// Paces, sends and reads one request in full; records stats and the
+    /// clock. Every request to Coupa (token mints too) goes through here.
+    pub(crate) async fn exchange(
+        &self,
+        req: RequestBuilder,
+        shown: &str,
+        track_clock: bool,
+    ) -> Result<Received, Failure> {
+        self.pace().await;
+        self.stats.requests.inc();
+        let resp = req.send().await.map_err(|e| {
+            self.stats.transport_errors.inc();
+            Failure::from(self.transport(shown, &e, false))
+        })?;
+        let status = resp.status();
+        match status.as_u16() {
+            200..=299 => &self.stats.responses_2xx,
+            300..=399 => &self.stats.responses_3xx,
+            400..=499 => &self.stats.responses_4xx,
+            _ => &self.stats.responses_5xx,
+        }
+        .inc();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            self.stats.rate_limited.inc();
+        }
+        let headers = resp.headers().clone();
+        if track_clock {
+            self.observe_date(&headers);
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| {
+                self.stats.transport_errors.inc();
+                Failure::from(self.transport(shown, &e, true))
+            })?
+            .to_vec();
+        Ok(Received {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Waits for any 429 pause and then for the rate limiter.
+    async fn pace(&self) {
+        let mut waited = false;
+        loop {
+            if let Some(until) = self.paused_until() {
+                waited = true;
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            if self.limiter.check().is_err() {
+                waited = true;
+                self.limiter.until_ready().await;
+            }
+            // A 429 that arrived while we queued holds us off too.
+            if self.paused_until().is_none() {
+                break;
+            }
+        }
+        if waited {
+            self.stats.rate_limit_waits.inc();
+        }
+    }
+
+    fn paused_until(&self) -> Option<Instant> {
+        lock(&self.pause_until).filter(|t| *t > Instant::now())
+    }
+
+    fn pause_all(&self, delay: Duration) {
+        let until = Instant::now() + delay;
+        let mut p = lock(&self.pause_until);
+        if p.is_none_or(|t| t < until) {
+            *p = Some(until);
+        }
+    }
+
+    /// Full-jitter exponential backoff: uniform in [0, min(cap, 250 ms · 2^(n-1))].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = BASE_BACKOFF
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max_backoff);
+        rand::rng().random_range(Duration::ZERO..=ceiling)
+    }
+
+    fn transport(&self, shown: &str, e: &reqwest::Error, reading_body: bool) -> CoupaError {
+        let (kind, detail) = if e.is_timeout() {
+            let t = self.timeout;
+            (
+                TransportKind::Timeout,
+                format!("no complete response within {t:?} (coupa.timeout)"),
+            )
+        } else if e.is_connect() {
+            (TransportKind::Connect, error_chain(e))
+        } else if reading_body || e.is_body() || e.is_decode() {
+            (TransportKind::Body, error_chain(e))
+        } else {
+            (TransportKind::Other, error_chain(e))
+        };
+        CoupaError::Transport {
+            url: shown.to_string(),
+            kind,
+            detail,
+        }
+    }
+
+    fn observe_date(&self, headers: &HeaderMap) {
+        if let Some(at) = http_date(headers.get(DATE)) {
+            *lock(&self.clock) = Some((at.into(), std::time::Instant::now()));
+        }
+    }
+
+    /// A success body as JSON; a broken or non-JSON body is a (transient) `Malformed`.
+    pub(crate) fn parse_json(&self, shown: &str, r: &Received) -> Result<Value, CoupaError> {
+        if r.status == StatusCode::NO_CONTENT && r.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&r.body).map_err(|e| {
+            let content_type = r
+                .headers
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let first = r.body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+            let json_like =
+                (content_type.is_empty() || content_type.contains("json")) && first != Some(b'<');
+            if json_like {
+                CoupaError::Malformed {
+                    url: shown.to_string(),
+                    kind: MalformedKind::BadJson,
+                    detail: format!("{e} ({} bytes)", r.body.len()),
+                }
+            } else {
+                CoupaError::Malformed {
+                    url: shown.to_string(),
+                    kind: MalformedKind::NotJson,
+                    detail: format!(
+                        "expected JSON, got `{}`: {}",
+                        if content_type.is_empty() {
+                            "no content type"
+                        } else {
+                            content_type
+                        },
+                        self.auth.redact(&snippet(&r.body))
+                    ),
+                }
+            }
+        })
+    }
+}
+
+/// The error for a non-2xx response (and its `Retry-After`).
+pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure {
+    let url = shown.to_string();
+    let text = || inner.auth.redact(&snippet(&r.body));
+    let err = match r.status.as_u16() {
+        status @ 300..=399 => CoupaError::Redirect {
+            url,
+            status,
+            location: r
+                .headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(|l| inner.auth.redact(l))
+                .unwrap_or_else(|| "(no Location)".into()),
+        },
+        400 => match serde_json::from_slice::<Value>(&r.body)
+            .ok()
+            .and_then(|mut v| v.get_mut("errors").map(Value::take))
+        {
+            Some(errors) => {
+                let errors = inner.auth.redact_json(errors);
+                let messages = validation_messages(&errors);
+                CoupaError::Validation { url, errors, messages }
+            }
+            None => CoupaError::Status { url, status: 400, snippet: text() },
+        },
+        401 => CoupaError::Unauthorized {
+            url,
+            detail: match inner.auth {
+                Auth::ApiKey { .. } => "Coupa rejected the API key (X-COUPA-API-KEY; keys are deprecated since R35, consider [coupa.oauth])".into(),
+                Auth::OAuth(_) => "Coupa rejected the OAuth access token, also one freshly minted".into(),
+            },
+        },
+        403 => CoupaError::Forbidden { url, snippet: text() },
+        404 => CoupaError::NotFound { url },
+        status => CoupaError::Status { url, status, snippet: text() },
+    };
+    Failure {
+        err,
+        retry_after: retry_after(&r.headers),
+        stale_token: None,
+        before_send: false,
+    }
+}
+
+/// `base` + `path`, refusing anything that leaves `base`'s origin.
+pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, CoupaError> {
+    if !path.starts_with('/') {
+        return Err(CoupaError::Config(format!(
+            "request path `{path}` must start with `/` (it is appended to {})",
+            display_url(base)
+        )));
+    }
+    let mut root = base.clone();
+    root.set_query(None);
+    root.set_fragment(None);
+    let url =
+        Url::parse(&format!("{}{path}", root.as_str().trim_end_matches('/'))).map_err(|e| {
+            CoupaError::Config(format!(
+                "request path `{path}` under {}: {e}",
+                display_url(base)
+            ))
+        })?;
+    if url.origin() != base.origin() {
+        return Err(CoupaError::Config(format!(
+            "request path `{path}` leaves the Coupa instance {}",
+            display_url(base)
+        )));
+    }
+    Ok(url)
+}
+
+/// A URL for messages and logs: userinfo removed.
+pub(crate) fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP-date (measured against the
+/// response's own `Date`, so a skewed host clock does not distort it).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            let now = http_date(headers.get(DATE)).unwrap_or_else(SystemTime::now);
+            at.duration_since(now).unwrap_or_default()
+        }
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+fn http_date(v: Option<&HeaderValue>) -> Option<SystemTime> {
+    httpdate::parse_http_date(v?.to_str().ok()?).ok()
+}
+
+/// An error and its sources on one line, without reqwest's URL (we name
+/// the URL ourselves, redacted).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        let mut s = err.to_string();
+        if let Some(url) = e.url() {
+            s = s
+                .replace(&format!(" for url ({url})"), "")
+                .replace(url.as_str(), "");
+        }
+        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning (the data are plain values).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

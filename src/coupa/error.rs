@@ -1,0 +1,238 @@
+//! `CoupaError`: every way a Coupa call can fail, each naming the URL and
+//! saying what happened in one line, and `is_transient` (what a retry or
+//! the next poll may cure). Owns the turning of an error response body into
+//! a readable message. Must never carry a secret: URLs are shown without
+//! userinfo, and body snippets pass through the client's redaction first.
+
+use serde_json::Value;
+
+/// What kind of transport failure happened (the write retry policy needs
+/// to know whether the request can have reached Coupa).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection was made: Coupa cannot have seen the request.
+    Connect,
+    /// The per-request timeout elapsed (request may have been processed).
+    Timeout,
+    /// The response body broke off mid-read.
+    Body,
+    /// Anything else (reset, protocol error).
+    Other,
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Connect => "cannot connect",
+            TransportKind::Timeout => "timed out",
+            TransportKind::Body => "response body broke off",
+            TransportKind::Other => "transport error",
+        })
+    }
+}
+
+/// Why a response body was unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedKind {
+    /// Looked like JSON but did not parse (truncated, garbled): transient.
+    BadJson,
+    /// Not JSON at all, e.g. an HTML error page from a proxy: transient.
+    NotJson,
+    /// Valid JSON of the wrong shape (an object where a list was expected):
+    /// a retry returns the same, so permanent.
+    WrongShape,
+}
+
+impl std::fmt::Display for MalformedKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MalformedKind::BadJson => "invalid JSON",
+            MalformedKind::NotJson => "not JSON",
+            MalformedKind::WrongShape => "unexpected JSON shape",
+        })
+    }
+}
+
+/// A failed Coupa call.
+#[derive(Debug, thiserror::Error)]
+pub enum CoupaError {
+    /// The client cannot be built from the settings, or a request path is
+    /// unusable (not under the instance): a bug or config fault, not Coupa's.
+    #[error("{0}")]
+    Config(String),
+
+    /// 401 from the API (after one re-mint), or rejected client credentials.
+    #[error("{url}: unauthorized: {detail}")]
+    Unauthorized { url: String, detail: String },
+
+    /// The token endpoint refused the requested scopes.
+    #[error("{url}: invalid_scope: the OAuth client is not granted one of the requested scopes [{}]; grant them to the client in Coupa (Setup > Oauth2/OpenID Connect Clients) or remove them from coupa.oauth.scopes", scopes.join(" "))]
+    InvalidScope { url: String, scopes: Vec<String> },
+
+    /// 403: authenticated but not allowed.
+    #[error("{url}: 403 forbidden: the credentials lack permission for this resource (an OAuth scope may be missing){}", snippet_suffix(snippet))]
+    Forbidden { url: String, snippet: String },
+
+    /// 404.
+    #[error("{url}: 404 not found")]
+    NotFound { url: String },
+
+    /// 400 with Coupa's `{"errors": {...}}` body.
+    #[error("{url}: 400 rejected by Coupa: {}", messages.join("; "))]
+    Validation {
+        url: String,
+        /// The `errors` value as Coupa sent it.
+        errors: Value,
+        /// Readable `field: message` lines.
+        messages: Vec<String>,
+    },
+
+    /// Any other unexpected status.
+    #[error("{url}: HTTP {status}{}", snippet_suffix(snippet))]
+    Status {
+        url: String,
+        status: u16,
+        snippet: String,
+    },
+
+    /// No usable response: connect failure, timeout, reset, broken body.
+    #[error("{url}: {kind}: {detail}")]
+    Transport {
+        url: String,
+        kind: TransportKind,
+        detail: String,
+    },
+
+    /// A response body we cannot use.
+    #[error("{url}: malformed response ({kind}): {detail}")]
+    Malformed {
+        url: String,
+        kind: MalformedKind,
+        detail: String,
+    },
+
+    /// A 3xx: redirects are never followed (SSRF guard; Coupa does not redirect API calls).
+    #[error("{url}: HTTP {status} redirect to `{location}` not followed (check coupa.base_url)")]
+    Redirect {
+        url: String,
+        status: u16,
+        location: String,
+    },
+
+    /// Every allowed attempt failed transiently.
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    RetriesExhausted {
+        attempts: u32,
+        last: Box<CoupaError>,
+    },
+}
+
+fn snippet_suffix(snippet: &str) -> String {
+    if snippet.is_empty() {
+        String::new()
+    } else {
+        format!(": {snippet}")
+    }
+}
+
+impl CoupaError {
+    /// Whether the same call may succeed later (retry now, or next poll).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CoupaError::Transport { .. } => true,
+            CoupaError::Malformed { kind, .. } => *kind != MalformedKind::WrongShape,
+            CoupaError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            CoupaError::RetriesExhausted { last, .. } => last.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// The HTTP status behind this error, when one was received.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CoupaError::Unauthorized { .. } => Some(401),
+            CoupaError::Forbidden { .. } => Some(403),
+            CoupaError::NotFound { .. } => Some(404),
+            CoupaError::Validation { .. } => Some(400),
+            CoupaError::Status { status, .. } | CoupaError::Redirect { status, .. } => {
+                Some(*status)
+            }
+            CoupaError::RetriesExhausted { last, .. } => last.status(),
+            _ => None,
+        }
+    }
+}
+
+/// Longest body excerpt kept in an error.
+const SNIPPET_CHARS: usize = 200;
+
+/// A short one-line excerpt of a body for an error message.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut out: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.chars().count() > SNIPPET_CHARS {
+        out = out.chars().take(SNIPPET_CHARS).collect::<String>() + "…";
+    }
+    out
+}
+
+/// Flattens Coupa's `errors` value into readable lines: `{"account":["x"]}`
+/// gives `account: x`; arrays and strings are taken as they are.
+pub(crate) fn validation_messages(errors: &Value) -> Vec<String> {
+    fn walk(prefix: Option<&str>, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let key = match prefix {
+                        Some(p) => format!("{p}.{k}"),
+                        None => k.clone(),
+                    };
+                    walk(Some(&key), v, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(prefix, v, out)),
+            Value::Null => {}
+            other => {
+                let msg = match other {
+                    Value::String(s) => s.clone(),
+                    _ => other.to_string(),
+                };
+                out.push(match prefix {
+                    Some(p) => format!("{p}: {msg}"),
+                    None => msg,
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(None, errors, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn validation_messages_read_like_coupa_wrote_them() {
+        let m = validation_messages(
+            &json!({"account": ["Segment 1 - Cost Center can't be blank", "x"], "warnings": []}),
+        );
+        assert_eq!(
+            m,
+            [
+                "account: Segment 1 - Cost Center can't be blank",
+                "account: x"
+            ]
+        );
+        assert_eq!(validation_messages(&json!(["plain"])), ["plain"]);
+    }
+
+    #[test]
+    fn snippets_are_short_and_one_line() {
+        let s = snippet("a\n\n  b".repeat(300).as_bytes());
+        assert!(!s.contains('\n'));
+        assert!(s.chars().count() <= SNIPPET_CHARS + 1);
+    }
+}

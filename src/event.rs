@@ -1,0 +1,141 @@
+//! Change events and their CloudEvents 1.0 (JSON, structured mode)
+//! encoding, with the deterministic id consumers deduplicate on. Pure
+//! functions: no I/O.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::coupa::record::{rfc3339, Record};
+
+/// Whether a record version is its first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// `created-at == updated-at`.
+    Created,
+    /// Anything else, including a record first seen after several edits.
+    Updated,
+}
+
+impl ChangeKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Created => "created",
+            ChangeKind::Updated => "updated",
+        }
+    }
+}
+
+/// The sha256 of a record's canonical JSON (keys sorted, since serde_json's
+/// map is ordered), so key order in Coupa's response cannot fake a change.
+pub fn content_hash(record: &Record) -> [u8; 32] {
+    let bytes = serde_json::to_vec(record).expect("a JSON map serialises");
+    Sha256::digest(&bytes).into()
+}
+
+/// Where an event comes from: the same for every record of one list.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// Instance root, no trailing slash.
+    pub base_url: String,
+    /// Object name (config/catalogue).
+    pub object: String,
+    /// Singular for the event type.
+    pub singular: String,
+    /// The list path the record came from.
+    pub path: String,
+}
+
+/// One detected record version.
+#[derive(Debug, Clone)]
+pub struct ChangeEvent {
+    /// Deterministic: hex sha256 of `base_url|object|id|updated-at|hash`.
+    pub id: String,
+    /// Resource URL, e.g. `https://acme.coupahost.com/api/purchase_orders`.
+    pub source: String,
+    /// `coupa.<singular>.<created|updated>`.
+    pub ty: String,
+    /// The record id.
+    pub subject: String,
+    /// The record's `updated-at`, in UTC, when readable.
+    pub time: Option<DateTime<Utc>>,
+    /// The record as Coupa returned it.
+    pub data: Record,
+}
+
+impl ChangeEvent {
+    /// Builds the event for one record version.
+    pub fn new(
+        origin: &Origin,
+        record_id: &str,
+        updated_at: Option<DateTime<Utc>>,
+        hash: &[u8; 32],
+        kind: ChangeKind,
+        data: Record,
+    ) -> ChangeEvent {
+        let base = origin.base_url.trim_end_matches('/');
+        let stamp = updated_at.map(rfc3339).unwrap_or_default();
+        let id_input = format!("{base}|{}|{record_id}|{stamp}|{}", origin.object, hex::encode(hash));
+        ChangeEvent {
+            id: hex::encode(Sha256::digest(id_input.as_bytes())),
+            source: format!("{base}{}", origin.path),
+            ty: format!("coupa.{}.{}", origin.singular, kind.as_str()),
+            subject: record_id.to_string(),
+            time: updated_at,
+            data,
+        }
+    }
+
+    /// The CloudEvents 1.0 structured-mode JSON.
+    pub fn to_cloudevent(&self) -> Value {
+        let mut ce = json!({
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.ty,
+            "subject": self.subject,
+            "datacontenttype": "application/json",
+            "data": self.data,
+        });
+        if let Some(t) = self.time {
+            ce["time"] = Value::String(rfc3339(t));
+        }
+        ce
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: Value) -> Record {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn id_is_deterministic_and_content_sensitive() {
+        let t = "2026-11-30T10:15:02Z".parse().ok();
+        let a = rec(json!({"id": 1, "b": 2, "a": 1}));
+        let b = rec(json!({"a": 1, "id": 1, "b": 2}));
+        let c = rec(json!({"a": 1, "id": 1, "b": 3}));
+        assert_eq!(content_hash(&a), content_hash(&b), "key order is not a change");
+        let origin = Origin {
+            base_url: "https://x.coupahost.com/".into(),
+            object: "purchase_orders".into(),
+            singular: "purchase_order".into(),
+            path: "/api/purchase_orders".into(),
+        };
+        let mk = |r: &Record| {
+            ChangeEvent::new(&origin, "1", t, &content_hash(r), ChangeKind::Updated, r.clone())
+        };
+        assert_eq!(mk(&a).id, mk(&b).id);
+        assert_ne!(mk(&a).id, mk(&c).id);
+        let ce = mk(&a).to_cloudevent();
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["type"], "coupa.purchase_order.updated");
+        assert_eq!(ce["source"], "https://x.coupahost.com/api/purchase_orders");
+        assert_eq!(ce["time"], "2026-11-30T10:15:02Z");
+        assert_eq!(ce["subject"], "1");
+        assert_eq!(ce["id"].as_str().unwrap().len(), 64);
+    }
+}

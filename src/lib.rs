@@ -1,0 +1,11 @@
+pub mod coupa;
+pub mod sim;
+pub mod config;
+pub mod store;
+pub mod event;
+pub mod shutdown;
+pub mod sink;
+pub mod delivery;
+pub mod poller;
+pub mod app;
+pub mod demo;

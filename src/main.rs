@@ -1,0 +1,191 @@
+//! The `coupa-changefeed` command: parses the CLI, loads config, sets up
+//! logging (to stderr: stdout carries events) and signals, and calls into
+//! the library. No logic of its own beyond printing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use coupa_changefeed::config::{LogFormat, Settings};
+use coupa_changefeed::coupa::objects::CATALOGUE;
+use coupa_changefeed::coupa::record::{parse_timestamp, rfc3339};
+use coupa_changefeed::shutdown::{self, Trigger};
+use coupa_changefeed::store::Store;
+use coupa_changefeed::{app, demo};
+
+#[derive(Parser)]
+#[command(name = "coupa-changefeed", version, about = "Turns a Coupa instance into a stream of change events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// TOML config; every key can be overridden as COUPA_CHANGEFEED__SECTION__KEY.
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Start the simulator and the daemon with embedded defaults; events on stdout.
+    Demo {
+        /// State directory (default: a fresh temporary one).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Simulated changes per second.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+    },
+    /// List the supported objects and what each allows.
+    Objects {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or rewind the per-object high-water marks.
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateAction {
+    /// Print each object's high-water mark and open window.
+    Show {
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Rewind one object so the next run replays from TIME (or from its start_from).
+    Reset {
+        /// Object name.
+        object: String,
+        /// RFC 3339 time to replay from.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Pretty => builder.init(),
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful stop. Second: exit at once (what is
+/// committed is safe either way).
+fn handle_signals(trigger: Trigger) {
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            seen += 1;
+            if seen == 1 {
+                tracing::info!("signal received: stopping (send again to exit at once)");
+                trigger.fire();
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            init_logging(settings.log.format);
+            let (trigger, listener) = shutdown::channel();
+            handle_signals(trigger);
+            app::run(settings, listener).await
+        }
+        Command::Demo { state, rate } => {
+            init_logging(LogFormat::Pretty);
+            let (trigger, listener) = shutdown::channel();
+            handle_signals(trigger);
+            demo::run(state, rate, listener).await
+        }
+        Command::Objects { json } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(CATALOGUE)?);
+                return Ok(());
+            }
+            println!("{:<28} {:<44} {:<22} ACTIONS", "OBJECT", "PATH", "ALLOWS");
+            for o in CATALOGUE {
+                let caps = [("list", o.caps.list), ("get", o.caps.get), ("create", o.caps.create), ("update", o.caps.update)]
+                    .iter()
+                    .filter(|c| c.1)
+                    .map(|c| c.0)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                println!("{:<28} {:<44} {:<22} {}", o.name, o.path, caps, o.actions.join(","));
+            }
+            Ok(())
+        }
+        Command::State { action } => state(action).await,
+    }
+}
+
+async fn state(action: StateAction) -> anyhow::Result<()> {
+    match action {
+        StateAction::Show { config } => {
+            let settings = Settings::load(config.as_deref())?;
+            let store = Store::open(&settings.state.dir)?;
+            let states = store.object_states()?;
+            println!("{:<28} {:<22} OPEN WINDOW", "OBJECT", "HIGH-WATER MARK");
+            for (name, s) in states {
+                let hwm = s.hwm.map(rfc3339).unwrap_or_else(|| "-".into());
+                let window = s
+                    .window
+                    .map(|w| format!("[{}, {}) after id {}", rfc3339(w.lo), rfc3339(w.hi), w.last_id.map_or("-".into(), |i| i.to_string())))
+                    .unwrap_or_else(|| "-".into());
+                println!("{name:<28} {hwm:<22} {window}");
+            }
+            println!("outbox: {} events waiting", store.outbox_len());
+            Ok(())
+        }
+        StateAction::Reset { object, to, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            if !settings.objects.iter().any(|o| o.name == object) {
+                anyhow::bail!("object `{object}` is not configured in [[objects]]");
+            }
+            let to = match to {
+                Some(t) => Some(parse_timestamp(&t).with_context(|| format!("--to `{t}` is not an RFC 3339 time"))?),
+                None => None,
+            };
+            let store = Store::open(&settings.state.dir)?;
+            store.reset_object(&object, to).await?;
+            match to {
+                Some(t) => println!("{object}: will replay from {}", rfc3339(t)),
+                None => println!("{object}: reset; will start from its configured start_from"),
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The simulator's HTTP surface: Coupa's read API (`GET /api/...` for
+//! every catalogue object), the OAuth token endpoint, the `/_sim/` admin
+//! endpoints, and the gate every non-admin request passes first (request
+//! log, rate limit, faults, latency). Every response, errors included,
+//! carries a `Date` from the sim clock: the daemon reads "Coupa now" from it.
+//!
+//! The write side (POST/PUT/actions) will hang off the same `/api/{*rest}`
+//! route: `resolve` already tells a collection from a record, and an
+//! action segment is one more case there.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{to_bytes, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::auth::Denied;
+use super::faults::{self, Fault, FaultRule};
+use super::query::Query;
+use super::{lock, parse_offset, RateLimit, Shared, SimError};
+use crate::coupa::objects::{ObjectSpec, CATALOGUE};
+
+type St = State<Arc<Shared>>;
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let api = Router::new()
+        .route("/api/{*rest}", get(api_get))
+        .route("/oauth2/token", post(token))
+        .layer(middleware::from_fn_with_state(shared.clone(), gate));
+    let admin = Router::new()
+        .route("/_sim/records/{object}", post(admin_create))
+        .route(
+            "/_sim/records/{object}/{id}",
+            patch(admin_update).get(admin_get),
+        )
+        .route("/_sim/versions/{object}", get(admin_versions))
+        .route(
+            "/_sim/faults",
+            post(admin_inject).delete(admin_clear_faults),
+        )
+        .route("/_sim/clock", put(admin_set_clock).get(admin_clock))
+        .route("/_sim/requests", get(admin_requests))
+        .route("/_sim/settings", put(admin_settings))
+        .route("/_sim/revoke_tokens", post(admin_revoke));
+    api.merge(admin)
+        .layer(middleware::map_response_with_state(
+            shared.clone(),
+            date_header,
+        ))
+        .with_state(shared)
+}
+
+/// Coupa's JSON error shape: `{"errors":{"<key>":["<message>"]}}`.
+fn error(status: StatusCode, key: &str, msg: impl Into<String>) -> Response {
+    (status, Json(json!({"errors": {key: [msg.into()]}}))).into_response()
+}
+
+/// Sets `Date` from the sim clock; hyper only adds its own when absent.
+async fn date_header(State(sh): St, mut resp: Response) -> Response {
+    let date = httpdate::fmt_http_date(SystemTime::from(sh.now()));
+    if let Ok(v) = HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(header::DATE, v);
+    }
+    resp
+}
+
+/// Marks a request whose list response must be trimmed ([`Fault::TrimPage`]).
+#[derive(Clone, Copy)]
+struct Trim(usize);
+
+/// Runs before every API and token request: logs it, applies the rate
+/// limit, then any matching fault, then the configured latency.
+async fn gate(State(sh): St, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let idx = {
+        let mut log = lock(&sh.requests);
+        log.push(super::RequestLog {
+            at: Instant::now(),
+            method: req.method().to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            status: 0,
+        });
+        log.len() - 1
+    };
+    let path_and_query = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{query}")
+    };
+    let resp = gated(&sh, req, next, &path_and_query).await;
+    lock(&sh.requests)[idx].status = resp.status().as_u16();
+    resp
+}
+
+async fn gated(sh: &Shared, mut req: Request, next: Next, path_and_query: &str) -> Response {
+    let (latency, limit, retry_after) = {
+        let s = lock(&sh.settings);
+        (s.latency, s.rate_limit, s.retry_after_on_429)
+    };
+    let admitted = limit.is_none_or(|l| lock(&sh.bucket).admit(&l, Instant::now()));
+    // A refused request consumes no fault: the fault is for one that got in.
+    let fault = admitted
+        .then(|| faults::take(&mut lock(&sh.faults), path_and_query))
+        .flatten();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if !admitted {
+        return faults::status_response(429, retry_after.then_some("1"), None);
+    }
+    let Some(fault) = fault else {
+        return next.run(req).await;
+    };
+    tracing::debug!(?fault, path_and_query, "coupa-sim: injecting fault");
+    match fault {
+        Fault::Status {
+            status,
+            retry_after,
+            body,
+        } => faults::status_response(status, retry_after.as_deref(), body.as_deref()),
+        Fault::Delay(d) => {
+            tokio::time::sleep(d).await;
+            next.run(req).await
+        }
+        Fault::TrimPage { max } => {
+            req.extensions_mut().insert(Trim(max));
+            next.run(req).await
+        }
+        Fault::HtmlPage => faults::html_page(),
+        Fault::MalformedJson | Fault::ResetConnection => {
+            let (parts, body) = next.run(req).await.into_parts();
+            let bytes = to_bytes(body, usize::MAX).await.unwrap_or_default();
+            if fault == Fault::MalformedJson {
+                faults::malformed(parts, bytes)
+            } else {
+                faults::reset(parts, bytes)
+            }
+        }
+    }
+}
+
+/// What an `/api/...` path names: an object, its parent id for nested
+/// objects, and a record id when the path goes one segment deeper.
+struct Target {
+    spec: &'static ObjectSpec,
+    parent: Option<u64>,
+    id: Option<String>,
+}
+
+/// Matches a request path against the catalogue's resource paths (the
+/// catalogue is the only list of objects; placeholders match any segment).
+fn resolve(path: &str) -> Option<Target> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    CATALOGUE.iter().find_map(|spec| {
+        let pattern: Vec<&str> = spec.path.split('/').filter(|s| !s.is_empty()).collect();
+        if segs.len() != pattern.len() && segs.len() != pattern.len() + 1 {
+            return None;
+        }
+        let mut parent = None;
+        for (p, s) in pattern.iter().zip(&segs) {
+            match spec.parent {
+                Some(par) if *p == par.placeholder => parent = Some(s.parse().ok()?),
+                _ if p == s => {}
+                _ => return None,
+            }
+        }
+        Some(Target {
+            spec,
+            parent,
+            id: segs.get(pattern.len()).map(|s| s.to_string()),
+        })
+    })
+}
+
+/// `GET /api/<resource>[/<id>]`: auth, then a bare array or a bare object.
+async fn api_get(State(sh): St, req: Request) -> Response {
+    let headers = req.headers();
+    let path = req.uri().path().to_string();
+    let Some(t) = resolve(&path) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "base",
+            format!("No route matches {path}"),
+        );
+    };
+    match sh.auth.check(headers, &t.spec.read_scope()) {
+        Ok(()) => {}
+        Err(Denied::Unauthenticated(why)) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "base",
+                format!("Unauthorized: {why}"),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+        Err(Denied::MissingScope(scope)) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "base",
+                format!("Forbidden: token lacks scope {scope}"),
+            );
+        }
+    }
+    // Real Coupa answers XML unless asked for JSON; the simulator only
+    // speaks JSON, so it refuses loudly instead of answering something the
+    // real service would not.
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !accept.contains("application/json") {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            "base",
+            "send Accept: application/json (without it Coupa answers XML)",
+        );
+    }
+    let q = match Query::parse(req.uri().query().unwrap_or("")) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "query", e),
+    };
+    let store = lock(&sh.store);
+    match t.id {
+        Some(id) => {
+            let record = id
+                .parse()
+                .ok()
+                .and_then(|id| store.get_under(t.spec, t.parent, id));
+            match record {
+                Some(r) => Json(q.project(&r)).into_response(),
+                None => error(StatusCode::NOT_FOUND, t.spec.singular, "not found"),
+            }
+        }
+        None => {
+            let mut page = store.list(t.spec, t.parent, &q);
+            drop(store);
+            if let Some(Trim(max)) = req.extensions().get::<Trim>().copied() {
+                page.truncate(max);
+            }
+            Json(page).into_response()
+        }
+    }
+}
+
+/// `POST /oauth2/token`: the client-credentials grant.
+async fn token(State(sh): St, headers: HeaderMap, body: Bytes) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    match sh.auth.grant(&headers, &form) {
+        Ok(g) => Json(json!({
+            "access_token": g.access_token, "token_type": "bearer",
+            "expires_in": g.expires_in, "scope": g.scope,
+        }))
+        .into_response(),
+        Err((status, code)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            Json(json!({"error": code})),
+        )
+            .into_response(),
+    }
+}
+
+// ---- admin (`/_sim/`): no auth, not logged, no faults ----
+
+fn sim_error(e: SimError) -> Response {
+    let status = match e {
+        SimError::UnknownObject(_) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(status, "sim", e.to_string())
+}
+
+async fn admin_create(
+    State(sh): St,
+    Path(object): Path<String>,
+    Json(fields): Json<Value>,
+) -> Response {
+    match sh.create(&object, fields) {
+        Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn admin_update(
+    State(sh): St,
+    Path((object, id)): Path<(String, u64)>,
+    Json(patch): Json<Value>,
+) -> Response {
+    match sh.update(&object, id, patch) {
+        Ok(Some(r)) => Json(r).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "sim", format!("no {object} {id}")),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn admin_get(State(sh): St, Path((object, id)): Path<(String, u64)>) -> Response {
+    let spec = match Shared::spec(&object) {
+        Ok(s) => s,
+        Err(e) => return sim_error(e),
+    };
+    match lock(&sh.store).get(spec, id) {
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, "sim", format!("no {object} {id}")),
+    }
+}
+
+async fn admin_versions(State(sh): St, Path(object): Path<String>) -> Response {
+    if let Err(e) = Shared::spec(&object) {
+        return sim_error(e);
+    }
+    Json(lock(&sh.store).versions(&object)).into_response()
+}
+
+async fn admin_inject(State(sh): St, Json(rule): Json<FaultRule>) -> StatusCode {
+    lock(&sh.faults).push(rule);
+    StatusCode::NO_CONTENT
+}
+
+async fn admin_clear_faults(State(sh): St) -> StatusCode {
+    lock(&sh.faults).clear();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct ClockBody {
+    offset_seconds: i64,
+}
+
+async fn admin_set_clock(State(sh): St, Json(b): Json<ClockBody>) -> Json<Value> {
+    sh.clock_offset_ms.store(
+        b.offset_seconds.saturating_mul(1000),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    admin_clock(State(sh)).await
+}
+
+async fn admin_clock(State(sh): St) -> Json<Value> {
+    let ms = sh
+        .clock_offset_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    Json(json!({"offset_seconds": ms / 1000, "now": sh.now().to_rfc3339()}))
+}
+
+async fn admin_requests(State(sh): St) -> Json<Vec<super::RequestLog>> {
+    Json(lock(&sh.requests).clone())
+}
+
+/// `PUT /_sim/settings`: every field optional; answers the settings now in force.
+#[derive(Deserialize, Serialize, Default)]
+#[serde(default)]
+struct SettingsBody {
+    latency_ms: Option<u64>,
+    change_rate: Option<f64>,
+    change_objects: Option<Vec<String>>,
+    rate_limit: Option<RateLimit>,
+    /// `true` turns rate limiting off (`rate_limit: null` cannot be told
+    /// apart from an absent field).
+    no_rate_limit: Option<bool>,
+    retry_after_on_429: Option<bool>,
+    /// Offsets like `"-07:00"`, `"+05:30"`, for versions written from now on.
+    utc_offsets: Option<Vec<String>>,
+}
+
+async fn admin_settings(State(sh): St, Json(b): Json<SettingsBody>) -> Response {
+    if let Some(list) = &b.utc_offsets {
+        let parsed: Option<Vec<_>> = list.iter().map(|s| parse_offset(s)).collect();
+        match parsed {
+            Some(o) => lock(&sh.store).set_offsets(o),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "utc_offsets",
+                    format!("not UTC offsets: {list:?}"),
+                )
+            }
+        }
+    }
+    let mut s = lock(&sh.settings);
+    if let Some(ms) = b.latency_ms {
+        s.latency = Duration::from_millis(ms);
+    }
+    if let Some(r) = b.change_rate {
+        s.change_rate = r;
+    }
+    if let Some(o) = b.change_objects {
+        s.change_objects = o;
+    }
+    if b.rate_limit.is_some() || b.no_rate_limit == Some(true) {
+        s.rate_limit = if b.no_rate_limit == Some(true) {
+            None
+        } else {
+            b.rate_limit
+        };
+        *lock(&sh.bucket) = faults::Bucket::default();
+    }
+    if let Some(r) = b.retry_after_on_429 {
+        s.retry_after_on_429 = r;
+    }
+    Json(SettingsBody {
+        latency_ms: Some(s.latency.as_millis() as u64),
+        change_rate: Some(s.change_rate),
+        change_objects: Some(s.change_objects.clone()),
+        rate_limit: s.rate_limit,
+        no_rate_limit: Some(s.rate_limit.is_none()),
+        retry_after_on_429: Some(s.retry_after_on_429),
+        utc_offsets: None,
+    })
+    .into_response()
+}
+
+async fn admin_revoke(State(sh): St) -> StatusCode {
+    sh.auth.revoke_all();
+    StatusCode::NO_CONTENT
+}

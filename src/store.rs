@@ -1,0 +1,529 @@
+//! The durable state, and the only code that knows sled's key layout:
+//! per-object high-water marks and open windows, the seen-set, the event
+//! outbox with its sequence counter, and each sink's cursor. Everything an
+//! outside party depends on is flushed before the call returns (sled
+//! commits are not durable on return). It knows nothing of Coupa or sinks.
+//!
+//! Trees and keys:
+//! - `meta`: `format_version` → u32 BE; `next_seq` → u64 BE.
+//! - `objects`: object name → JSON [`ObjectState`].
+//! - `seen`: `object \0 ts(i64 µs, sign-flipped BE) id` → sha256 of the record.
+//! - `outbox`: seq (u64 BE) → JSON [`OutboxEntry`].
+//! - `cursors`: sink name → last delivered seq (u64 BE).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+/// Bumped whenever the layout above changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Seen-set timestamp for records without a readable `updated-at`; never pruned.
+const UNDATED: i64 = i64::MIN;
+
+/// A store failure, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state dir `{dir}` is in use by another process (is a daemon already running on it?)")]
+    Locked { dir: PathBuf },
+    #[error("state dir `{dir}` is damaged ({detail}); refusing to start fresh over it — restore a backup or move it away")]
+    Damaged { dir: PathBuf, detail: String },
+    #[error("state dir `{dir}` has format version {found}, this build reads {FORMAT_VERSION}; refusing to touch it")]
+    Version { dir: PathBuf, found: String },
+    #[error("state store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("state record `{key}` is unreadable: {detail}")]
+    Decode { key: String, detail: String },
+}
+
+/// The window being paged, persisted so a crash resumes where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Inclusive lower bound of `updated-at`.
+    pub lo: DateTime<Utc>,
+    /// Exclusive upper bound of `updated-at`, frozen from Coupa's clock.
+    pub hi: DateTime<Utc>,
+    /// Last record id committed in the current list (`id[gt]` resumes after it).
+    pub last_id: Option<u64>,
+    /// Nested objects: parents with an id up to this one are done.
+    #[serde(default)]
+    pub parents_done: Option<u64>,
+    /// Nested objects: the parent whose children are being paged.
+    #[serde(default)]
+    pub parent: Option<u64>,
+}
+
+/// One object's durable polling state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectState {
+    /// Everything with `updated-at` below this has been read.
+    pub hwm: Option<DateTime<Utc>>,
+    /// Windows never reach below this (the configured start), so a first run
+    /// does not replay the lookback before `start_from`.
+    pub floor: Option<DateTime<Utc>>,
+    /// The open window, if a poll is under way.
+    pub window: Option<Window>,
+}
+
+/// One event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Catalogue or config name of the object.
+    pub object: String,
+    /// Record id: the ordering and partition key.
+    pub key: String,
+    /// The CloudEvent, ready to send.
+    pub event: serde_json::Value,
+}
+
+/// A seen-set entry written with a page.
+#[derive(Debug, Clone)]
+pub struct SeenEntry {
+    pub updated_at: Option<DateTime<Utc>>,
+    pub id: String,
+    pub hash: [u8; 32],
+}
+
+/// The open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    meta: sled::Tree,
+    objects: sled::Tree,
+    seen: sled::Tree,
+    outbox: sled::Tree,
+    cursors: sled::Tree,
+    /// Serialises outbox commits so sequence order is commit order: a sink
+    /// that has read seq n can never later find a smaller seq appear.
+    commit: tokio::sync::Mutex<()>,
+    /// Next sequence number to hand out (mirrors `meta/next_seq`).
+    next_seq: AtomicU64,
+    /// Highest seq known flushed to disk; sinks read no further and
+    /// subscribe to it to wake when events arrive.
+    durable_seq: tokio::sync::watch::Sender<u64>,
+}
+
+fn u64_be(v: &[u8]) -> Option<u64> {
+    v.try_into().ok().map(u64::from_be_bytes)
+}
+
+fn ts_key(ts: Option<DateTime<Utc>>) -> [u8; 8] {
+    let micros = ts.map_or(UNDATED, |t| t.timestamp_micros());
+    ((micros as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn seen_prefix(object: &str) -> Vec<u8> {
+    let mut k = object.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+fn seen_key(object: &str, ts: Option<DateTime<Utc>>, id: &str) -> Vec<u8> {
+    let mut k = seen_prefix(object);
+    k.extend_from_slice(&ts_key(ts));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the state dir. A damaged dir, one of another
+    /// format version, or one locked by another process is an error, never
+    /// a silent fresh start.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let existed = dir.join("db").exists() || dir.join("conf").exists();
+        if !existed && dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+            return Err(StoreError::Damaged {
+                dir: dir.to_path_buf(),
+                detail: "the directory is not empty but holds no sled database".into(),
+            });
+        }
+        let path = dir.to_path_buf();
+        // sled can panic on a corrupt log (spacejam/sled#1533): contain it.
+        let opened = std::panic::catch_unwind(move || sled::Config::new().path(&path).open());
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(classify_open_error(dir, e)),
+            Err(panic) => {
+                let detail = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "sled panicked while opening".into());
+                return Err(StoreError::Damaged {
+                    dir: dir.to_path_buf(),
+                    detail,
+                });
+            }
+        };
+        let meta = db.open_tree("meta")?;
+        match meta.get("format_version")? {
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_be_bytes() => {}
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(|b| u32::from_be_bytes(b).to_string())
+                    .unwrap_or_else(|_| format!("{:?}", v.as_ref()));
+                return Err(StoreError::Version {
+                    dir: dir.to_path_buf(),
+                    found,
+                });
+            }
+            None if existed => {
+                return Err(StoreError::Damaged {
+                    dir: dir.to_path_buf(),
+                    detail: "no format_version key".into(),
+                })
+            }
+            None => {
+                meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
+                db.flush()?;
+            }
+        }
+        let next_seq = meta.get("next_seq")?.and_then(|v| u64_be(&v)).unwrap_or(1);
+        let store = Store {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                objects: db.open_tree("objects")?,
+                seen: db.open_tree("seen")?,
+                outbox: db.open_tree("outbox")?,
+                cursors: db.open_tree("cursors")?,
+                meta,
+                db,
+                commit: tokio::sync::Mutex::new(()),
+                next_seq: AtomicU64::new(next_seq),
+                durable_seq: tokio::sync::watch::Sender::new(next_seq - 1),
+            }),
+        };
+        Ok(store)
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// One object's state; default when never polled.
+    pub fn object_state(&self, object: &str) -> Result<ObjectState, StoreError> {
+        match self.inner.objects.get(object)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
+                key: format!("objects/{object}"),
+                detail: e.to_string(),
+            }),
+            None => Ok(ObjectState::default()),
+        }
+    }
+
+    /// Every object with state, by name.
+    pub fn object_states(&self) -> Result<Vec<(String, ObjectState)>, StoreError> {
+        self.inner
+            .objects
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                let name = String::from_utf8_lossy(&k).into_owned();
+                let state = serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
+                    key: format!("objects/{name}"),
+                    detail: e.to_string(),
+                })?;
+                Ok((name, state))
+            })
+            .collect()
+    }
+
+    /// Writes an object's state and flushes.
+    pub async fn put_object_state(&self, object: &str, state: &ObjectState) -> Result<(), StoreError> {
+        self.commit_page(object, state, &[], Vec::new()).await
+    }
+
+    /// The stored hash of one record version, if seen.
+    pub fn seen(&self, object: &str, updated_at: Option<DateTime<Utc>>, id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self
+            .inner
+            .seen
+            .get(seen_key(object, updated_at, id))?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok()))
+    }
+
+    /// Commits one page atomically: the object's new state (paging
+    /// position), its seen-set entries and its events; then flushes, and
+    /// only then makes the events visible to sinks.
+    pub async fn commit_page(
+        &self,
+        object: &str,
+        state: &ObjectState,
+        seen: &[SeenEntry],
+        events: Vec<OutboxEntry>,
+    ) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let state_bytes = serde_json::to_vec(state).expect("state serialises");
+        let seen_rows: Vec<(Vec<u8>, [u8; 32])> = seen
+            .iter()
+            .map(|s| (seen_key(object, s.updated_at, &s.id), s.hash))
+            .collect();
+        let event_rows: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).expect("event serialises"))
+            .collect();
+        let _guard = i.commit.lock().await;
+        let first = i.next_seq.load(Ordering::SeqCst);
+        let next = first + event_rows.len() as u64;
+        let result: Result<(), TransactionError<()>> = (&i.objects, &i.seen, &i.outbox, &i.meta).transaction(
+            |(objects, seen_t, outbox, meta)| {
+                objects.insert(object.as_bytes(), state_bytes.as_slice())?;
+                for (k, h) in &seen_rows {
+                    seen_t.insert(k.as_slice(), &h[..])?;
+                }
+                for (n, row) in event_rows.iter().enumerate() {
+                    outbox.insert(&(first + n as u64).to_be_bytes(), row.as_slice())?;
+                }
+                if !event_rows.is_empty() {
+                    meta.insert("next_seq", &next.to_be_bytes())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            },
+        );
+        result.map_err(|e| match e {
+            TransactionError::Storage(s) => StoreError::Sled(s),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })?;
+        i.db.flush_async().await?;
+        i.next_seq.store(next, Ordering::SeqCst);
+        i.durable_seq.send_replace(next - 1);
+        Ok(())
+    }
+
+    /// Drops seen-set entries of `object` with `updated-at` below `below`
+    /// (they can no longer be re-read). Returns how many.
+    pub fn prune_seen(&self, object: &str, below: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut from = seen_prefix(object);
+        from.extend_from_slice(&ts_key(Some(DateTime::<Utc>::MIN_UTC)));
+        let mut to = seen_prefix(object);
+        to.extend_from_slice(&ts_key(Some(below)));
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.inner.seen.range(from..to) {
+            batch.remove(kv?.0);
+            n += 1;
+        }
+        self.inner.seen.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Forgets an object's position and seen-set so it replays from `to`
+    /// (or from its configured start when `None`).
+    pub async fn reset_object(&self, object: &str, to: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for kv in self.inner.seen.scan_prefix(seen_prefix(object)) {
+            batch.remove(kv?.0);
+        }
+        self.inner.seen.apply_batch(batch)?;
+        match to {
+            Some(t) => {
+                let state = ObjectState {
+                    hwm: Some(t),
+                    floor: Some(t),
+                    window: None,
+                };
+                self.put_object_state(object, &state).await?;
+            }
+            None => {
+                self.inner.objects.remove(object)?;
+                self.inner.db.flush_async().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `max` outbox entries after `after`, only those flushed to disk.
+    pub fn outbox_after(&self, after: u64, max: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let durable = *self.inner.durable_seq.borrow();
+        if after >= durable {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(max.min(1024));
+        for kv in self.inner.outbox.range((after + 1).to_be_bytes()..=durable.to_be_bytes()) {
+            let (k, v) = kv?;
+            let seq = u64_be(&k).unwrap_or(0);
+            let entry = serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
+                key: format!("outbox/{seq}"),
+                detail: e.to_string(),
+            })?;
+            out.push((seq, entry));
+            if out.len() >= max {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wakes when new events become durable (the value is the highest seq).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.durable_seq.subscribe()
+    }
+
+    /// Events waiting in the outbox (not yet released by every sink).
+    pub fn outbox_len(&self) -> usize {
+        self.inner.outbox.len()
+    }
+
+    /// The last seq a sink acknowledged (0 = none).
+    pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
+        Ok(self.inner.cursors.get(sink)?.and_then(|v| u64_be(&v)).unwrap_or(0))
+    }
+
+    /// Records that `sink` has delivered everything up to `seq`, durably.
+    pub async fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        self.inner.cursors.insert(sink, &seq.to_be_bytes())?;
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Deletes outbox entries that every one of `sinks` has acknowledged.
+    /// Returns how many were released.
+    pub fn release(&self, sinks: &[String]) -> Result<usize, StoreError> {
+        let mut min = u64::MAX;
+        for s in sinks {
+            min = min.min(self.cursor(s)?);
+        }
+        if sinks.is_empty() || min == 0 {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.inner.outbox.range(..=min.to_be_bytes()) {
+            batch.remove(kv?.0);
+            n += 1;
+        }
+        self.inner.outbox.apply_batch(batch)?;
+        Ok(n)
+    }
+
+    /// Flushes everything (shutdown).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+fn classify_open_error(dir: &Path, e: sled::Error) -> StoreError {
+    let text = e.to_string();
+    if text.contains("lock") || text.contains("WouldBlock") || text.contains("Resource temporarily unavailable") {
+        StoreError::Locked {
+            dir: dir.to_path_buf(),
+        }
+    } else {
+        StoreError::Damaged {
+            dir: dir.to_path_buf(),
+            detail: text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> OutboxEntry {
+        OutboxEntry {
+            object: "purchase_orders".into(),
+            key: n.to_string(),
+            event: serde_json::json!({"n": n}),
+        }
+    }
+
+    #[tokio::test]
+    async fn page_commit_survives_reopen_and_sinks_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Utc::now();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let state = ObjectState {
+                hwm: Some(t),
+                floor: Some(t),
+                window: None,
+            };
+            let seen = [SeenEntry {
+                updated_at: Some(t),
+                id: "1".into(),
+                hash: [7; 32],
+            }];
+            s.commit_page("po", &state, &seen, vec![entry(1), entry(2)]).await.unwrap();
+            assert_eq!(s.outbox_after(0, 10).unwrap().len(), 2);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.object_state("po").unwrap().hwm, Some(t));
+        assert_eq!(s.seen("po", Some(t), "1").unwrap(), Some([7; 32]));
+        assert_eq!(s.seen("po", Some(t), "2").unwrap(), None);
+        let out = s.outbox_after(0, 10).unwrap();
+        assert_eq!(out.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
+        // a later page continues the sequence after reopen
+        s.commit_page("po", &ObjectState::default(), &[], vec![entry(3)]).await.unwrap();
+        assert_eq!(s.outbox_after(2, 10).unwrap()[0].0, 3);
+        let sinks = vec!["a".to_string(), "b".to_string()];
+        s.ack("a", 3).await.unwrap();
+        assert_eq!(s.release(&sinks).unwrap(), 0, "b has acked nothing");
+        s.ack("b", 2).await.unwrap();
+        assert_eq!(s.release(&sinks).unwrap(), 2);
+        assert_eq!(s.outbox_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_recent_and_undated() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let old = Utc::now() - chrono::Duration::hours(2);
+        let new = Utc::now();
+        let seen = [
+            SeenEntry { updated_at: Some(old), id: "1".into(), hash: [1; 32] },
+            SeenEntry { updated_at: Some(new), id: "2".into(), hash: [2; 32] },
+            SeenEntry { updated_at: None, id: "3".into(), hash: [3; 32] },
+        ];
+        s.commit_page("po", &ObjectState::default(), &seen, vec![]).await.unwrap();
+        s.commit_page("inv", &ObjectState::default(), &seen, vec![]).await.unwrap();
+        assert_eq!(s.prune_seen("po", new - chrono::Duration::hours(1)).unwrap(), 1);
+        assert_eq!(s.seen("po", Some(old), "1").unwrap(), None);
+        assert!(s.seen("po", Some(new), "2").unwrap().is_some());
+        assert!(s.seen("po", None, "3").unwrap().is_some());
+        assert!(s.seen("inv", Some(old), "1").unwrap().is_some(), "other objects untouched");
+    }
+
+    #[test]
+    fn second_open_is_refused_as_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Store::open(dir.path()).unwrap();
+        let err = Store::open(dir.path()).err().expect("must refuse");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_foreign_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::Damaged { .. })));
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.inner.meta.insert("format_version", &99u32.to_be_bytes()).unwrap();
+            s.inner.db.flush().unwrap();
+        }
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("format version 99"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        std::fs::write(dir.path().join("conf"), b"\xff\xfe garbage").unwrap();
+        std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+        let err = Store::open(dir.path()).err().expect("garbage must be refused");
+        assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    }
+}

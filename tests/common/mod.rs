@@ -1,0 +1,212 @@
+//! Shared test harness: a simulator on 127.0.0.1, a real sled dir, and
+//! helpers that compare what the outbox holds with the simulator's own
+//! record of every version it ever showed.
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use coupa_changefeed::config::Settings;
+use coupa_changefeed::coupa::client::CoupaClient;
+use coupa_changefeed::coupa::record::{self, parse_timestamp};
+use coupa_changefeed::poller::{PollReport, Poller};
+use coupa_changefeed::shutdown::{self, Shutdown};
+use coupa_changefeed::sim::{SimConfig, Simulator};
+use coupa_changefeed::store::Store;
+
+pub const API_KEY: &str = "test-api-key-5f1c";
+
+/// A simulator with an API key, no rate limit, and nothing else.
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        api_key: Some(API_KEY.into()),
+        rate_limit: None,
+        ..SimConfig::default()
+    }
+}
+
+/// Config text for polling `objects` with fast, test-sized settings.
+pub fn config_text(base_url: &str, dir: &Path, objects: &[&str], extra_coupa: &str, extra_poll: &str) -> String {
+    let objs: String = objects.iter().map(|o| format!("[[objects]]\nname = \"{o}\"\n")).collect();
+    format!(
+        r#"
+[coupa]
+base_url = "{base_url}"
+api_key = "{API_KEY}"
+requests_per_second = 200
+timeout = "2s"
+max_backoff = "100ms"
+{extra_coupa}
+[state]
+dir = "{dir}"
+[poll]
+schedule = "* * * * * *"
+lookback = "5m"
+settle = "2s"
+start_from = "2000-01-01T00:00:00Z"
+{extra_poll}
+{objs}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// One object's poller over a real store and client.
+pub struct Rig {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub settings: Settings,
+    pub store: Store,
+    pub client: CoupaClient,
+    pub pollers: Vec<Poller>,
+    pub shutdown: Shutdown,
+    _trigger: shutdown::Trigger,
+}
+
+impl Rig {
+    pub async fn new(cfg: SimConfig, objects: &[&str]) -> Rig {
+        Self::with(cfg, objects, "", "").await
+    }
+
+    pub async fn with(cfg: SimConfig, objects: &[&str], extra_coupa: &str, extra_poll: &str) -> Rig {
+        let sim = Simulator::start(cfg).await.expect("simulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::from_toml(&config_text(&sim.base_url(), dir.path(), objects, extra_coupa, extra_poll))
+            .expect("test config is valid");
+        let store = Store::open(&settings.state.dir).unwrap();
+        let client = CoupaClient::new(&settings.coupa).unwrap();
+        let pollers = settings
+            .plans()
+            .unwrap()
+            .into_iter()
+            .map(|p| Poller::new(p, client.clone(), store.clone()))
+            .collect();
+        let (trigger, shutdown) = shutdown::channel();
+        Rig { sim, dir, settings, store, client, pollers, shutdown, _trigger: trigger }
+    }
+
+    /// Drops the pollers, client and store (a crash, as far as state goes)
+    /// and reopens them on the same dir.
+    pub fn reopen(&mut self) {
+        self.pollers.clear();
+        let placeholder = tempfile::tempdir().unwrap();
+        let old = std::mem::replace(&mut self.store, Store::open(placeholder.path()).unwrap());
+        drop(old);
+        self.store = Store::open(&self.settings.state.dir).expect("store reopens");
+        self.client = CoupaClient::new(&self.settings.coupa).unwrap();
+        self.pollers = self
+            .settings
+            .plans()
+            .unwrap()
+            .into_iter()
+            .map(|p| Poller::new(p, self.client.clone(), self.store.clone()))
+            .collect();
+    }
+
+    /// One poll of every object.
+    pub async fn poll(&self) -> PollReport {
+        let mut total = PollReport::default();
+        for p in &self.pollers {
+            let r = p.poll_once(&self.shutdown).await.unwrap_or_else(|e| panic!("poll failed: {e}"));
+            total.requests += r.requests;
+            total.records += r.records;
+            total.events += r.events;
+            total.repeats += r.repeats;
+            total.undated += r.undated;
+            total.window_complete = r.window_complete;
+        }
+        total
+    }
+
+    /// Moves the simulator's clock past `settle` so everything written so
+    /// far falls inside the next window, then polls until a window opened
+    /// after that completes. Bounded.
+    pub async fn catch_up(&self) -> PollReport {
+        let ahead = self.sim_offset() + chrono::Duration::seconds(4);
+        self.sim.set_clock_offset(ahead);
+        let target = self.sim.now() - chrono::Duration::seconds(2);
+        let mut total = PollReport::default();
+        for _ in 0..50 {
+            let r = self.poll().await;
+            total.requests += r.requests;
+            total.events += r.events;
+            total.repeats += r.repeats;
+            total.records += r.records;
+            let caught_up = self.pollers.iter().all(|p| {
+                let s = self.store.object_state(p.name()).unwrap();
+                s.window.is_none() && s.hwm.is_some_and(|h| h >= target)
+            });
+            if caught_up {
+                return total;
+            }
+        }
+        panic!("did not catch up within 50 polls");
+    }
+
+    fn sim_offset(&self) -> chrono::Duration {
+        self.sim.now().signed_duration_since(Utc::now()).round_to_seconds()
+    }
+}
+
+trait RoundSecs {
+    fn round_to_seconds(self) -> chrono::Duration;
+}
+impl RoundSecs for chrono::Duration {
+    fn round_to_seconds(self) -> chrono::Duration {
+        chrono::Duration::seconds((self.num_milliseconds() as f64 / 1000.0).round() as i64)
+    }
+}
+
+/// A delivered event, reduced to what the checks compare.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Seen {
+    pub event_id: String,
+    pub object: String,
+    pub id: u64,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub ty: String,
+}
+
+/// Everything in the outbox (nothing is released without a sink running).
+pub fn outbox(store: &Store) -> Vec<Seen> {
+    store
+        .outbox_after(0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| {
+            let data = e.event["data"].as_object().unwrap().clone();
+            Seen {
+                event_id: e.event["id"].as_str().unwrap().to_string(),
+                object: e.object.clone(),
+                id: record::numeric_id(&data).unwrap(),
+                updated_at: e.event["time"].as_str().and_then(parse_timestamp),
+                ty: e.event["type"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// The checks every scenario ends with: no duplicate event id, no phantom
+/// version, and every record's final version delivered. Returns the
+/// delivered (id, updated-at) pairs.
+pub fn check(sim: &Simulator, object: &str, delivered: &[Seen]) -> BTreeSet<(u64, DateTime<Utc>)> {
+    let mine: Vec<&Seen> = delivered.iter().filter(|s| s.object == object).collect();
+    let mut ids = HashSet::new();
+    for s in &mine {
+        assert!(ids.insert(s.event_id.clone()), "duplicate event id for record {} at {:?}", s.id, s.updated_at);
+    }
+    let versions = sim.versions(object);
+    let existed: HashSet<(u64, DateTime<Utc>)> = versions.iter().map(|v| (v.id, v.updated_at)).collect();
+    let got: BTreeSet<(u64, DateTime<Utc>)> = mine.iter().map(|s| (s.id, s.updated_at.expect("dated"))).collect();
+    for g in &got {
+        assert!(existed.contains(g), "phantom version {g:?} of {object}");
+    }
+    let mut finals = std::collections::BTreeMap::new();
+    for v in &versions {
+        finals.insert(v.id, v.updated_at);
+    }
+    let lost: Vec<_> = finals.iter().filter(|(id, t)| !got.contains(&(**id, **t))).collect();
+    assert!(lost.is_empty(), "{} final versions of {object} lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    got
+}
