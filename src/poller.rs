@@ -219,7 +219,8 @@ impl Poller {
         let now = self.client.clock(&probe).await.map_err(|e| self.coupa_err(e))?;
         let settle = chrono::Duration::from_std(self.plan.settle).unwrap_or_default();
         let hi = (now - settle).trunc_subsecs(0);
-        if state.hwm.is_none() {
+        let first = state.hwm.is_none();
+        if first {
             let start = match self.plan.start_from {
                 StartFrom::Now => hi,
                 StartFrom::At(t) => t,
@@ -235,7 +236,14 @@ impl Poller {
             lo = lo.max(f);
         }
         if hi <= lo {
-            // Coupa's clock is behind our mark (clock moved back): nothing to read yet.
+            // Nothing to read yet: a first poll starting "now", or Coupa's
+            // clock is behind our mark. Keep the start we just chose.
+            if first {
+                self.store
+                    .put_object_state(&self.plan.name, state)
+                    .await
+                    .map_err(|e| self.store_err(e))?;
+            }
             return Ok(None);
         }
         let window = Window {

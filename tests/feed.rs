@@ -39,6 +39,7 @@ async fn records_edited_while_paging_lose_nothing() {
     for _ in 0..1000 {
         rig.sim.create("purchase_orders", json!({}));
     }
+    rig.sim.set_clock_offset(chrono::Duration::seconds(5));
     // An editor changes records (mostly low ids, which paging has passed,
     // and some ahead of it) for as long as the poller pages.
     let sim = rig.sim.clone_handle();

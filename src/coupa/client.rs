@@ -234,13 +234,12 @@ impl CoupaClient {
         path: &str,
         query: &[(String, String)],
     ) -> Result<Vec<Record>, CoupaError> {
-        let url = self.inner.url(path, query)?;
         let value = self
-            .inner
-            .send(Method::GET, &url, None, RetryPolicy::Read)
+            .send(Method::GET, path, query, None, RetryPolicy::Read)
             .await?;
+        let url = display_url(&self.inner.url(path, query)?);
         let wrong = |detail: String| CoupaError::Malformed {
-            url: display_url(&url),
+            url: url.clone(),
             kind: MalformedKind::WrongShape,
             detail,
         };
@@ -269,10 +268,23 @@ impl CoupaClient {
         path: &str,
         query: &[(String, String)],
     ) -> Result<Value, CoupaError> {
-        let url = self.inner.url(path, query)?;
-        self.inner
-            .send(Method::GET, &url, None, RetryPolicy::Read)
+        self.send(Method::GET, path, query, None, RetryPolicy::Read)
             .await
+    }
+
+    /// The seam every call goes through: `path` + `query` under base_url,
+    /// an optional JSON body, and the retry policy (writes will pass
+    /// `RetryPolicy::Write`). Returns the response's JSON.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(String, String)],
+        body: Option<&Value>,
+        policy: RetryPolicy,
+    ) -> Result<Value, CoupaError> {
+        let url = self.inner.url(path, query)?;
+        self.inner.send(method, &url, body, policy).await
     }
 
     /// Coupa's clock: the latest `Date` header plus the time since it arrived.
@@ -334,9 +346,9 @@ impl Inner {
         Ok(url)
     }
 
-    /// One call with retries: the seam for reads now and writes later
-    /// (`body` is sent as JSON; `policy` decides which failures repeat).
-    pub(crate) async fn send(
+    /// One call with retries (`body` is sent as JSON; `policy` decides
+    /// which failures repeat; a 401 on a token re-mints and retries once).
+    async fn send(
         &self,
         method: Method,
         url: &Url,
@@ -602,7 +614,10 @@ pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure 
         {
             Some(errors) => {
                 let errors = inner.auth.redact_json(errors);
-                let messages = validation_messages(&errors);
+                let mut messages = validation_messages(&errors);
+                if messages.is_empty() {
+                    messages.push(text());
+                }
                 CoupaError::Validation { url, errors, messages }
             }
             None => CoupaError::Status { url, status: 400, snippet: text() },

@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use coupa_changefeed::config::Settings;
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp};
@@ -26,30 +26,42 @@ pub fn sim_config() -> SimConfig {
     }
 }
 
-/// Config text for polling `objects` with fast, test-sized settings.
+/// Config text for polling `objects` with fast, test-sized settings;
+/// `extra_*` lines (`key = value`) replace or add keys of their section.
 pub fn config_text(base_url: &str, dir: &Path, objects: &[&str], extra_coupa: &str, extra_poll: &str) -> String {
+    fn section(defaults: &[(&str, String)], extra: &str) -> String {
+        let mut lines: Vec<(String, String)> = defaults.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        for l in extra.lines().filter(|l| l.contains('=')) {
+            let (k, v) = l.split_once('=').unwrap();
+            let (k, v) = (k.trim().to_string(), v.trim().to_string());
+            match lines.iter_mut().find(|(key, _)| *key == k) {
+                Some(slot) => slot.1 = v,
+                None => lines.push((k, v)),
+            }
+        }
+        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+    }
+    let coupa = section(
+        &[
+            ("base_url", format!("\"{base_url}\"")),
+            ("api_key", format!("\"{API_KEY}\"")),
+            ("requests_per_second", "200".into()),
+            ("timeout", "\"2s\"".into()),
+            ("max_backoff", "\"100ms\"".into()),
+        ],
+        extra_coupa,
+    );
+    let poll = section(
+        &[
+            ("schedule", "\"* * * * * *\"".into()),
+            ("lookback", "\"5m\"".into()),
+            ("settle", "\"2s\"".into()),
+            ("start_from", "\"2000-01-01T00:00:00Z\"".into()),
+        ],
+        extra_poll,
+    );
     let objs: String = objects.iter().map(|o| format!("[[objects]]\nname = \"{o}\"\n")).collect();
-    format!(
-        r#"
-[coupa]
-base_url = "{base_url}"
-api_key = "{API_KEY}"
-requests_per_second = 200
-timeout = "2s"
-max_backoff = "100ms"
-{extra_coupa}
-[state]
-dir = "{dir}"
-[poll]
-schedule = "* * * * * *"
-lookback = "5m"
-settle = "2s"
-start_from = "2000-01-01T00:00:00Z"
-{extra_poll}
-{objs}
-"#,
-        dir = dir.display()
-    )
+    format!("[coupa]\n{coupa}[state]\ndir = \"{}\"\n[poll]\n{poll}{objs}", dir.display())
 }
 
 /// One object's poller over a real store and client.
@@ -93,7 +105,21 @@ impl Rig {
         let placeholder = tempfile::tempdir().unwrap();
         let old = std::mem::replace(&mut self.store, Store::open(placeholder.path()).unwrap());
         drop(old);
-        self.store = Store::open(&self.settings.state.dir).expect("store reopens");
+        // sled's background flusher may hold the dir's lock a moment longer.
+        let mut reopened = None;
+        for _ in 0..100 {
+            match Store::open(&self.settings.state.dir) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("reopen: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        self.store = reopened.expect("store reopens");
         self.client = CoupaClient::new(&self.settings.coupa).unwrap();
         self.pollers = self
             .settings
@@ -123,9 +149,13 @@ impl Rig {
     /// far falls inside the next window, then polls until a window opened
     /// after that completes. Bounded.
     pub async fn catch_up(&self) -> PollReport {
-        let ahead = self.sim_offset() + chrono::Duration::seconds(4);
-        self.sim.set_clock_offset(ahead);
-        let target = self.sim.now() - chrono::Duration::seconds(2);
+        // Everything written so far is stamped at or before `written`; a
+        // window must end after it. The Date header has whole seconds.
+        let written = self.sim.now().trunc_subsecs(0);
+        self.sim.set_clock_offset(self.sim_offset() + chrono::Duration::seconds(5));
+        let target = written + chrono::Duration::seconds(1);
+        // Let the client see the jump (it learns Coupa's clock from responses).
+        self.client.get_json("/api/users", &[("limit".into(), "1".into())]).await.unwrap();
         let mut total = PollReport::default();
         for _ in 0..50 {
             let r = self.poll().await;
@@ -141,7 +171,8 @@ impl Rig {
                 return total;
             }
         }
-        panic!("did not catch up within 50 polls");
+        let states: Vec<_> = self.pollers.iter().map(|p| self.store.object_state(p.name()).unwrap()).collect();
+        panic!("did not catch up within 50 polls: target {target}, sim now {}, client clock {:?}, states {states:?}", self.sim.now(), self.client.coupa_now());
     }
 
     fn sim_offset(&self) -> chrono::Duration {
