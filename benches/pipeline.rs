@@ -17,14 +17,25 @@ use coupa_changefeed::store::Store;
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let n: usize = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let sim = Simulator::start(SimConfig {
         api_key: Some("bench".into()),
         rate_limit: None,
@@ -67,7 +78,12 @@ path = "{}"
     let (trigger, listener) = shutdown::channel();
     let sink = AnySink::from_settings(&settings.sinks[0])?;
     let names = std::sync::Arc::new(vec![settings.sinks[0].name()]);
-    let drain = tokio::spawn(delivery::drain(sink, store.clone(), names, listener.clone()));
+    let drain = tokio::spawn(delivery::drain(
+        sink,
+        store.clone(),
+        names,
+        listener.clone(),
+    ));
 
     let start = Instant::now();
     let report = poller.poll_once(&listener).await?;
@@ -80,10 +96,22 @@ path = "{}"
     drain.await?;
     let lines = std::fs::read_to_string(&out)?.lines().count();
     assert_eq!(lines as u64, report.events);
-    println!("pipeline bench: {n} purchase orders of ~{sample} bytes, {} requests", report.requests);
-    println!("  poll (fetch + detect + commit): {:>10.0} records/s", n as f64 / polled.as_secs_f64());
-    println!("  end to end (to file sink):      {:>10.0} records/s", n as f64 / total.as_secs_f64());
-    println!("  peak RSS (daemon + simulator):  {:>10.1} MiB", peak_rss_mib());
+    println!(
+        "pipeline bench: {n} purchase orders of ~{sample} bytes, {} requests",
+        report.requests
+    );
+    println!(
+        "  poll (fetch + detect + commit): {:>10.0} records/s",
+        n as f64 / polled.as_secs_f64()
+    );
+    println!(
+        "  end to end (to file sink):      {:>10.0} records/s",
+        n as f64 / total.as_secs_f64()
+    );
+    println!(
+        "  peak RSS (daemon + simulator):  {:>10.1} MiB",
+        peak_rss_mib()
+    );
     sim.shutdown().await;
     Ok(())
 }

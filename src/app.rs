@@ -68,7 +68,12 @@ pub async fn run_built(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let store = handles.store.clone();
-    let names = Arc::new(sinks.iter().map(|s| crate::sink::Sink::name(s).to_string()).collect::<Vec<_>>());
+    let names = Arc::new(
+        sinks
+            .iter()
+            .map(|s| crate::sink::Sink::name(s).to_string())
+            .collect::<Vec<_>>(),
+    );
     info!(objects = pollers.len(), sinks = names.len(), state = %store.dir().display(), "daemon started");
     let mut poll_tasks = JoinSet::new();
     for p in pollers {
@@ -76,16 +81,26 @@ pub async fn run_built(
     }
     let mut sink_tasks = JoinSet::new();
     for s in sinks {
-        sink_tasks.spawn(delivery::drain(s, store.clone(), names.clone(), shutdown.clone()));
+        sink_tasks.spawn(delivery::drain(
+            s,
+            store.clone(),
+            names.clone(),
+            shutdown.clone(),
+        ));
     }
     shutdown.recv().await;
     info!("shutting down: pollers finish their page");
     while poll_tasks.join_next().await.is_some() {}
-    if tokio::time::timeout(SHUTDOWN_DRAIN, async { while sink_tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(SHUTDOWN_DRAIN, async {
+        while sink_tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
-        warn!(backlog = store.outbox_len(), "sinks did not drain in time; the rest stays in the outbox");
+        warn!(
+            backlog = store.outbox_len(),
+            "sinks did not drain in time; the rest stays in the outbox"
+        );
         sink_tasks.abort_all();
     }
     store.flush().await?;

@@ -361,7 +361,9 @@ fn unix_dow(field: &str) -> Result<String, String> {
     const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     let map = |tok: &str| -> Result<String, String> {
         if tok.chars().all(|c| c.is_ascii_digit()) {
-            let n: usize = tok.parse().map_err(|_| format!("bad day of week `{tok}`"))?;
+            let n: usize = tok
+                .parse()
+                .map_err(|_| format!("bad day of week `{tok}`"))?;
             NAMES
                 .get(n)
                 .map(|s| s.to_string())
@@ -418,7 +420,10 @@ fn read_secret(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
         .map_err(|e| ConfigError::new(key, format!("cannot read `{}`: {e}", path.display())))?;
     let text = text.trim_end_matches(['\n', '\r']).to_string();
     if text.is_empty() {
-        return Err(ConfigError::new(key, format!("`{}` is empty", path.display())));
+        return Err(ConfigError::new(
+            key,
+            format!("`{}` is empty", path.display()),
+        ));
     }
     Ok(SecretString::from(text))
 }
@@ -533,7 +538,10 @@ impl Settings {
             (Some(_), None) => {}
         }
         if c.requests_per_second == 0 {
-            return Err(ConfigError::new("coupa.requests_per_second", "must be at least 1"));
+            return Err(ConfigError::new(
+                "coupa.requests_per_second",
+                "must be at least 1",
+            ));
         }
         if c.max_attempts == 0 {
             return Err(ConfigError::new("coupa.max_attempts", "must be at least 1"));
@@ -546,7 +554,10 @@ impl Settings {
         if !(1..=50).contains(&self.poll.page_size) {
             return Err(ConfigError::new(
                 "poll.page_size",
-                format!("{} is outside 1..=50 (Coupa's maximum)", self.poll.page_size),
+                format!(
+                    "{} is outside 1..=50 (Coupa's maximum)",
+                    self.poll.page_size
+                ),
             ));
         }
         if self.objects.is_empty() {
@@ -606,7 +617,10 @@ impl Settings {
                         format!("`{p}` must be a path under /api/ without a query"),
                     ));
                 }
-                (p.clone(), spec.map_or_else(|| o.name.clone(), |s| s.singular.to_string()))
+                (
+                    p.clone(),
+                    spec.map_or_else(|| o.name.clone(), |s| s.singular.to_string()),
+                )
             }
             (Some(s), None) => {
                 if !s.caps.list {
@@ -640,7 +654,8 @@ impl Settings {
             ));
         }
         let schedule_expr = o.schedule.as_deref().unwrap_or(&self.poll.schedule);
-        let schedule = Schedule::parse(schedule_expr).map_err(|m| ConfigError::new(key("schedule"), m))?;
+        let schedule =
+            Schedule::parse(schedule_expr).map_err(|m| ConfigError::new(key("schedule"), m))?;
         let start_from = match &o.start_from {
             Some(s) => parse_start(&key("start_from"), s)?,
             None => parse_start("poll.start_from", &self.poll.start_from)?,
@@ -667,7 +682,11 @@ impl Settings {
 fn from_config_error(e: config::ConfigError) -> ConfigError {
     let (key, inner) = match &e {
         config::ConfigError::Type { key: Some(k), .. } => (Some(k.clone()), None),
-        config::ConfigError::At { key: Some(k), error, .. } => (Some(k.clone()), Some(error.to_string())),
+        config::ConfigError::At {
+            key: Some(k),
+            error,
+            ..
+        } => (Some(k.clone()), Some(error.to_string())),
         _ => (None, None),
     };
     let text = inner.unwrap_or_else(|| e.to_string());

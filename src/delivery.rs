@@ -26,7 +26,12 @@ pub fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
 
 /// Runs one sink until shutdown; on shutdown, delivers what is already
 /// durable once more (bounded by the caller's timeout), then returns.
-pub async fn drain<S: Sink>(mut sink: S, store: Store, all_sinks: Arc<Vec<String>>, mut shutdown: Shutdown) {
+pub async fn drain<S: Sink>(
+    mut sink: S,
+    store: Store,
+    all_sinks: Arc<Vec<String>>,
+    mut shutdown: Shutdown,
+) {
     let name = sink.name().to_string();
     let mut wake = store.subscribe();
     let mut failures = 0u32;
@@ -71,7 +76,11 @@ pub async fn drain<S: Sink>(mut sink: S, store: Store, all_sinks: Arc<Vec<String
             }
             Err(e) => {
                 failures += 1;
-                let wait = backoff(failures, Duration::from_millis(200), Duration::from_secs(30));
+                let wait = backoff(
+                    failures,
+                    Duration::from_millis(200),
+                    Duration::from_secs(30),
+                );
                 warn!(sink = %name, error = %e, attempt = failures, retry_in = ?wait, "delivery failed; will retry");
                 if shutdown.is_shutdown() {
                     info!(sink = %name, "shutting down with undelivered events; they stay in the outbox");

@@ -64,11 +64,15 @@ pub async fn run(state: Option<PathBuf>, rate: f64, shutdown: Shutdown) -> anyho
     .await?;
     let (dir, temp) = match state {
         Some(d) => (d, false),
-        None => (std::env::temp_dir().join(format!("coupa-changefeed-demo-{}", std::process::id())), true),
+        None => (
+            std::env::temp_dir().join(format!("coupa-changefeed-demo-{}", std::process::id())),
+            true,
+        ),
     };
     tracing::info!(simulator = %sim.base_url(), state = %dir.display(), "demo: simulator up; events follow on stdout");
-    // Replay the simulator's last hour so its seed records show at once.
-    let start = rfc3339(sim.now() - chrono::Duration::hours(1));
+    // Replay the simulator's history (its seed records are weeks old) so
+    // events show at once.
+    let start = rfc3339(sim.now() - chrono::Duration::days(365));
     let settings = Settings::from_toml(&demo_config(&sim.base_url(), &dir, &start))?;
     let result = crate::app::run(settings, shutdown).await;
     sim.shutdown().await;

@@ -75,7 +75,11 @@ impl ChangeEvent {
     ) -> ChangeEvent {
         let base = origin.base_url.trim_end_matches('/');
         let stamp = updated_at.map(rfc3339).unwrap_or_default();
-        let id_input = format!("{base}|{}|{record_id}|{stamp}|{}", origin.object, hex::encode(hash));
+        let id_input = format!(
+            "{base}|{}|{record_id}|{stamp}|{}",
+            origin.object,
+            hex::encode(hash)
+        );
         ChangeEvent {
             id: hex::encode(Sha256::digest(id_input.as_bytes())),
             source: format!("{base}{}", origin.path),
@@ -118,7 +122,11 @@ mod tests {
         let a = rec(json!({"id": 1, "b": 2, "a": 1}));
         let b = rec(json!({"a": 1, "id": 1, "b": 2}));
         let c = rec(json!({"a": 1, "id": 1, "b": 3}));
-        assert_eq!(content_hash(&a), content_hash(&b), "key order is not a change");
+        assert_eq!(
+            content_hash(&a),
+            content_hash(&b),
+            "key order is not a change"
+        );
         let origin = Origin {
             base_url: "https://x.coupahost.com/".into(),
             object: "purchase_orders".into(),
@@ -126,7 +134,14 @@ mod tests {
             path: "/api/purchase_orders".into(),
         };
         let mk = |r: &Record| {
-            ChangeEvent::new(&origin, "1", t, &content_hash(r), ChangeKind::Updated, r.clone())
+            ChangeEvent::new(
+                &origin,
+                "1",
+                t,
+                &content_hash(r),
+                ChangeKind::Updated,
+                r.clone(),
+            )
         };
         assert_eq!(mk(&a).id, mk(&b).id);
         assert_ne!(mk(&a).id, mk(&c).id);

@@ -15,7 +15,11 @@ use coupa_changefeed::store::Store;
 use coupa_changefeed::{app, demo};
 
 #[derive(Parser)]
-#[command(name = "coupa-changefeed", version, about = "Turns a Coupa instance into a stream of change events")]
+#[command(
+    name = "coupa-changefeed",
+    version,
+    about = "Turns a Coupa instance into a stream of change events"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,9 @@ enum StateAction {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -138,13 +144,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             println!("{:<28} {:<44} {:<22} ACTIONS", "OBJECT", "PATH", "ALLOWS");
             for o in CATALOGUE {
-                let caps = [("list", o.caps.list), ("get", o.caps.get), ("create", o.caps.create), ("update", o.caps.update)]
-                    .iter()
-                    .filter(|c| c.1)
-                    .map(|c| c.0)
-                    .collect::<Vec<_>>()
-                    .join(",");
-                println!("{:<28} {:<44} {:<22} {}", o.name, o.path, caps, o.actions.join(","));
+                let caps = [
+                    ("list", o.caps.list),
+                    ("get", o.caps.get),
+                    ("create", o.caps.create),
+                    ("update", o.caps.update),
+                ]
+                .iter()
+                .filter(|c| c.1)
+                .map(|c| c.0)
+                .collect::<Vec<_>>()
+                .join(",");
+                println!(
+                    "{:<28} {:<44} {:<22} {}",
+                    o.name,
+                    o.path,
+                    caps,
+                    o.actions.join(",")
+                );
             }
             Ok(())
         }
@@ -163,7 +180,14 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
                 let hwm = s.hwm.map(rfc3339).unwrap_or_else(|| "-".into());
                 let window = s
                     .window
-                    .map(|w| format!("[{}, {}) after id {}", rfc3339(w.lo), rfc3339(w.hi), w.last_id.map_or("-".into(), |i| i.to_string())))
+                    .map(|w| {
+                        format!(
+                            "[{}, {}) after id {}",
+                            rfc3339(w.lo),
+                            rfc3339(w.hi),
+                            w.last_id.map_or("-".into(), |i| i.to_string())
+                        )
+                    })
                     .unwrap_or_else(|| "-".into());
                 println!("{name:<28} {hwm:<22} {window}");
             }
@@ -176,7 +200,10 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
                 anyhow::bail!("object `{object}` is not configured in [[objects]]");
             }
             let to = match to {
-                Some(t) => Some(parse_timestamp(&t).with_context(|| format!("--to `{t}` is not an RFC 3339 time"))?),
+                Some(t) => Some(
+                    parse_timestamp(&t)
+                        .with_context(|| format!("--to `{t}` is not an RFC 3339 time"))?,
+                ),
                 None => None,
             };
             let store = Store::open(&settings.state.dir)?;

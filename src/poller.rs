@@ -137,14 +137,20 @@ impl Poller {
                 Ok(r) if r.events > 0 || r.undated > 0 => {
                     info!(object = %name, events = r.events, repeats = r.repeats, requests = r.requests, complete = r.window_complete, "poll done")
                 }
-                Ok(r) => debug!(object = %name, requests = r.requests, complete = r.window_complete, "poll done, no change"),
-                Err(e) => warn!(object = %name, error = %e, "poll failed; the window is kept and retried next schedule"),
+                Ok(r) => {
+                    debug!(object = %name, requests = r.requests, complete = r.window_complete, "poll done, no change")
+                }
+                Err(e) => {
+                    warn!(object = %name, error = %e, "poll failed; the window is kept and retried next schedule")
+                }
             }
             if shutdown.is_shutdown() {
                 break;
             }
             let now = Utc::now();
-            let Some(next) = self.plan.schedule.next_after(now) else { break };
+            let Some(next) = self.plan.schedule.next_after(now) else {
+                break;
+            };
             let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -177,7 +183,10 @@ impl Poller {
     /// completes, the parent budget is spent, or shutdown is asked for.
     pub async fn poll_once(&self, shutdown: &Shutdown) -> Result<PollReport, PollError> {
         let mut report = PollReport::default();
-        let mut state = self.store.object_state(&self.plan.name).map_err(|e| self.store_err(e))?;
+        let mut state = self
+            .store
+            .object_state(&self.plan.name)
+            .map_err(|e| self.store_err(e))?;
         let window = match state.window.clone() {
             Some(w) => w,
             None => match self.open_window(&mut state).await? {
@@ -192,9 +201,13 @@ impl Poller {
                     origin: self.origin(self.plan.path.clone()),
                     window: &window,
                 };
-                self.page_list(&list, &mut state, &mut report, shutdown).await?
+                self.page_list(&list, &mut state, &mut report, shutdown)
+                    .await?
             }
-            Some(parent) => self.page_parents(parent.object, &window, &mut state, &mut report, shutdown).await?,
+            Some(parent) => {
+                self.page_parents(parent.object, &window, &mut state, &mut report, shutdown)
+                    .await?
+            }
         };
         if done {
             self.complete_window(&mut state, &window).await?;
@@ -205,7 +218,12 @@ impl Poller {
 
     fn origin(&self, path: String) -> Origin {
         Origin {
-            base_url: self.client.base_url().as_str().trim_end_matches('/').to_string(),
+            base_url: self
+                .client
+                .base_url()
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
             object: self.plan.name.clone(),
             singular: self.plan.singular.clone(),
             path,
@@ -216,7 +234,11 @@ impl Poller {
     /// persists it. `None` when the window would be empty.
     async fn open_window(&self, state: &mut ObjectState) -> Result<Option<Window>, PollError> {
         let probe = self.probe_path();
-        let now = self.client.clock(&probe).await.map_err(|e| self.coupa_err(e))?;
+        let now = self
+            .client
+            .clock(&probe)
+            .await
+            .map_err(|e| self.coupa_err(e))?;
         let settle = chrono::Duration::from_std(self.plan.settle).unwrap_or_default();
         let hi = (now - settle).trunc_subsecs(0);
         let first = state.hwm.is_none();
@@ -264,7 +286,9 @@ impl Poller {
     /// A path for the clock probe: the object's own list, or its parent's.
     fn probe_path(&self) -> String {
         match self.plan.spec.and_then(|s| s.parent) {
-            Some(p) => objects::lookup(p.object).map_or("/api/suppliers".into(), |s| s.path.to_string()),
+            Some(p) => {
+                objects::lookup(p.object).map_or("/api/suppliers".into(), |s| s.path.to_string())
+            }
             None => self.plan.path.clone(),
         }
     }
@@ -285,7 +309,12 @@ impl Poller {
         q.push(("dir".into(), "asc".into()));
         q.push(("limit".into(), self.plan.page_size.to_string()));
         if !self.plan.fields.is_empty() {
-            let f: Vec<String> = self.plan.fields.iter().map(|f| format!("\"{f}\"")).collect();
+            let f: Vec<String> = self
+                .plan
+                .fields
+                .iter()
+                .map(|f| format!("\"{f}\""))
+                .collect();
             q.push(("fields".into(), format!("[{}]", f.join(","))));
         }
         q
@@ -306,7 +335,11 @@ impl Poller {
                 return Ok(false);
             }
             let query = self.page_query(list.window, last_id);
-            let page = self.client.list(&list.path, &query).await.map_err(|e| self.coupa_err(e))?;
+            let page = self
+                .client
+                .list(&list.path, &query)
+                .await
+                .map_err(|e| self.coupa_err(e))?;
             report.requests += 1;
             if page.is_empty() {
                 return Ok(true);
@@ -327,12 +360,19 @@ impl Poller {
     /// The page's highest id, which must move past the previous one: a
     /// server that ignores `id[gt]` or `order_by=id` would otherwise make
     /// us loop forever or skip records, so either is a clear error.
-    fn next_last_id(&self, page: &[Record], prev: Option<u64>, path: &str) -> Result<u64, PollError> {
+    fn next_last_id(
+        &self,
+        page: &[Record],
+        prev: Option<u64>,
+        path: &str,
+    ) -> Result<u64, PollError> {
         let ids: Vec<u64> = page.iter().filter_map(record::numeric_id).collect();
         if ids.len() != page.len() {
             return Err(PollError::Protocol {
                 object: self.plan.name.clone(),
-                detail: format!("{path} returned records without a numeric `id`; cannot page by id"),
+                detail: format!(
+                    "{path} returned records without a numeric `id`; cannot page by id"
+                ),
             });
         }
         if ids.windows(2).any(|w| w[0] >= w[1]) {
@@ -345,7 +385,10 @@ impl Poller {
         if prev.is_some_and(|p| max <= p) {
             return Err(PollError::Protocol {
                 object: self.plan.name.clone(),
-                detail: format!("{path} ignored the `id[gt]` filter (page ends at id {max}, not after {})", prev.unwrap_or(0)),
+                detail: format!(
+                    "{path} ignored the `id[gt]` filter (page ends at id {max}, not after {})",
+                    prev.unwrap_or(0)
+                ),
             });
         }
         Ok(max)
@@ -396,7 +439,11 @@ impl Poller {
                 key: id.clone(),
                 event: event.to_cloudevent(),
             });
-            seen.push(SeenEntry { updated_at, id, hash });
+            seen.push(SeenEntry {
+                updated_at,
+                id,
+                hash,
+            });
             report.events += 1;
         }
         Ok((events, seen))
@@ -415,7 +462,10 @@ impl Poller {
         let parent_path = objects::lookup(parent_object)
             .map(|s| s.path.to_string())
             .unwrap_or_else(|| format!("/api/{parent_object}"));
-        let spec = self.plan.spec.expect("nested objects come from the catalogue");
+        let spec = self
+            .plan
+            .spec
+            .expect("nested objects come from the catalogue");
         // Parents fetched but not yet visited; in memory only, since a
         // resumed window refetches them after `parents_done`.
         let mut queue = std::collections::VecDeque::new();
@@ -435,7 +485,9 @@ impl Poller {
                     Err(PollError::Coupa {
                         source: CoupaError::NotFound { .. },
                         ..
-                    }) => warn!(object = %self.plan.name, parent = pid, "parent not found; skipping it"),
+                    }) => {
+                        warn!(object = %self.plan.name, parent = pid, "parent not found; skipping it")
+                    }
                     Err(e) => return Err(e),
                 }
                 let w = state.window.as_mut().expect("window is open");
@@ -462,7 +514,11 @@ impl Poller {
             if let Some(d) = done {
                 q.push(("id[gt]".into(), d.to_string()));
             }
-            let parents = self.client.list(&parent_path, &q).await.map_err(|e| self.coupa_err(e))?;
+            let parents = self
+                .client
+                .list(&parent_path, &q)
+                .await
+                .map_err(|e| self.coupa_err(e))?;
             report.requests += 1;
             if parents.is_empty() {
                 return Ok(true);
@@ -475,7 +531,11 @@ impl Poller {
 
     /// Moves the high-water mark to the window's end and prunes seen
     /// entries no later window can re-read.
-    async fn complete_window(&self, state: &mut ObjectState, window: &Window) -> Result<(), PollError> {
+    async fn complete_window(
+        &self,
+        state: &mut ObjectState,
+        window: &Window,
+    ) -> Result<(), PollError> {
         state.hwm = Some(window.hi);
         state.window = None;
         self.store

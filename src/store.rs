@@ -141,7 +141,12 @@ impl Store {
     /// a silent fresh start.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let existed = dir.join("db").exists() || dir.join("conf").exists();
-        if !existed && dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if !existed
+            && dir.exists()
+            && std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        {
             return Err(StoreError::Damaged {
                 dir: dir.to_path_buf(),
                 detail: "the directory is not empty but holds no sled database".into(),
@@ -240,12 +245,21 @@ impl Store {
     }
 
     /// Writes an object's state and flushes.
-    pub async fn put_object_state(&self, object: &str, state: &ObjectState) -> Result<(), StoreError> {
+    pub async fn put_object_state(
+        &self,
+        object: &str,
+        state: &ObjectState,
+    ) -> Result<(), StoreError> {
         self.commit_page(object, state, &[], Vec::new()).await
     }
 
     /// The stored hash of one record version, if seen.
-    pub fn seen(&self, object: &str, updated_at: Option<DateTime<Utc>>, id: &str) -> Result<Option<[u8; 32]>, StoreError> {
+    pub fn seen(
+        &self,
+        object: &str,
+        updated_at: Option<DateTime<Utc>>,
+        id: &str,
+    ) -> Result<Option<[u8; 32]>, StoreError> {
         Ok(self
             .inner
             .seen
@@ -276,8 +290,8 @@ impl Store {
         let _guard = i.commit.lock().await;
         let first = i.next_seq.load(Ordering::SeqCst);
         let next = first + event_rows.len() as u64;
-        let result: Result<(), TransactionError<()>> = (&i.objects, &i.seen, &i.outbox, &i.meta).transaction(
-            |(objects, seen_t, outbox, meta)| {
+        let result: Result<(), TransactionError<()>> = (&i.objects, &i.seen, &i.outbox, &i.meta)
+            .transaction(|(objects, seen_t, outbox, meta)| {
                 objects.insert(object.as_bytes(), state_bytes.as_slice())?;
                 for (k, h) in &seen_rows {
                     seen_t.insert(k.as_slice(), &h[..])?;
@@ -289,8 +303,7 @@ impl Store {
                     meta.insert("next_seq", &next.to_be_bytes())?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
-            },
-        );
+            });
         result.map_err(|e| match e {
             TransactionError::Storage(s) => StoreError::Sled(s),
             TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
@@ -320,7 +333,11 @@ impl Store {
 
     /// Forgets an object's position and seen-set so it replays from `to`
     /// (or from its configured start when `None`).
-    pub async fn reset_object(&self, object: &str, to: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    pub async fn reset_object(
+        &self,
+        object: &str,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for kv in self.inner.seen.scan_prefix(seen_prefix(object)) {
             batch.remove(kv?.0);
@@ -344,13 +361,21 @@ impl Store {
     }
 
     /// Up to `max` outbox entries after `after`, only those flushed to disk.
-    pub fn outbox_after(&self, after: u64, max: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+    pub fn outbox_after(
+        &self,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
         let durable = *self.inner.durable_seq.borrow();
         if after >= durable {
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity(max.min(1024));
-        for kv in self.inner.outbox.range((after + 1).to_be_bytes()..=durable.to_be_bytes()) {
+        for kv in self
+            .inner
+            .outbox
+            .range((after + 1).to_be_bytes()..=durable.to_be_bytes())
+        {
             let (k, v) = kv?;
             let seq = u64_be(&k).unwrap_or(0);
             let entry = serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
@@ -377,7 +402,12 @@ impl Store {
 
     /// The last seq a sink acknowledged (0 = none).
     pub fn cursor(&self, sink: &str) -> Result<u64, StoreError> {
-        Ok(self.inner.cursors.get(sink)?.and_then(|v| u64_be(&v)).unwrap_or(0))
+        Ok(self
+            .inner
+            .cursors
+            .get(sink)?
+            .and_then(|v| u64_be(&v))
+            .unwrap_or(0))
     }
 
     /// Records that `sink` has delivered everything up to `seq`, durably.
@@ -416,7 +446,10 @@ impl Store {
 
 fn classify_open_error(dir: &Path, e: sled::Error) -> StoreError {
     let text = e.to_string();
-    if text.contains("lock") || text.contains("WouldBlock") || text.contains("Resource temporarily unavailable") {
+    if text.contains("lock")
+        || text.contains("WouldBlock")
+        || text.contains("Resource temporarily unavailable")
+    {
         StoreError::Locked {
             dir: dir.to_path_buf(),
         }
@@ -456,7 +489,9 @@ mod tests {
                 id: "1".into(),
                 hash: [7; 32],
             }];
-            s.commit_page("po", &state, &seen, vec![entry(1), entry(2)]).await.unwrap();
+            s.commit_page("po", &state, &seen, vec![entry(1), entry(2)])
+                .await
+                .unwrap();
             assert_eq!(s.outbox_after(0, 10).unwrap().len(), 2);
         }
         let s = Store::open(dir.path()).unwrap();
@@ -466,7 +501,9 @@ mod tests {
         let out = s.outbox_after(0, 10).unwrap();
         assert_eq!(out.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
         // a later page continues the sequence after reopen
-        s.commit_page("po", &ObjectState::default(), &[], vec![entry(3)]).await.unwrap();
+        s.commit_page("po", &ObjectState::default(), &[], vec![entry(3)])
+            .await
+            .unwrap();
         assert_eq!(s.outbox_after(2, 10).unwrap()[0].0, 3);
         let sinks = vec!["a".to_string(), "b".to_string()];
         s.ack("a", 3).await.unwrap();
@@ -483,17 +520,40 @@ mod tests {
         let old = Utc::now() - chrono::Duration::hours(2);
         let new = Utc::now();
         let seen = [
-            SeenEntry { updated_at: Some(old), id: "1".into(), hash: [1; 32] },
-            SeenEntry { updated_at: Some(new), id: "2".into(), hash: [2; 32] },
-            SeenEntry { updated_at: None, id: "3".into(), hash: [3; 32] },
+            SeenEntry {
+                updated_at: Some(old),
+                id: "1".into(),
+                hash: [1; 32],
+            },
+            SeenEntry {
+                updated_at: Some(new),
+                id: "2".into(),
+                hash: [2; 32],
+            },
+            SeenEntry {
+                updated_at: None,
+                id: "3".into(),
+                hash: [3; 32],
+            },
         ];
-        s.commit_page("po", &ObjectState::default(), &seen, vec![]).await.unwrap();
-        s.commit_page("inv", &ObjectState::default(), &seen, vec![]).await.unwrap();
-        assert_eq!(s.prune_seen("po", new - chrono::Duration::hours(1)).unwrap(), 1);
+        s.commit_page("po", &ObjectState::default(), &seen, vec![])
+            .await
+            .unwrap();
+        s.commit_page("inv", &ObjectState::default(), &seen, vec![])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.prune_seen("po", new - chrono::Duration::hours(1))
+                .unwrap(),
+            1
+        );
         assert_eq!(s.seen("po", Some(old), "1").unwrap(), None);
         assert!(s.seen("po", Some(new), "2").unwrap().is_some());
         assert!(s.seen("po", None, "3").unwrap().is_some());
-        assert!(s.seen("inv", Some(old), "1").unwrap().is_some(), "other objects untouched");
+        assert!(
+            s.seen("inv", Some(old), "1").unwrap().is_some(),
+            "other objects untouched"
+        );
     }
 
     #[test]
@@ -508,12 +568,18 @@ mod tests {
     fn garbage_and_foreign_versions_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
-        assert!(matches!(Store::open(dir.path()), Err(StoreError::Damaged { .. })));
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Damaged { .. })
+        ));
 
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            s.inner.meta.insert("format_version", &99u32.to_be_bytes()).unwrap();
+            s.inner
+                .meta
+                .insert("format_version", &99u32.to_be_bytes())
+                .unwrap();
             s.inner.db.flush().unwrap();
         }
         let err = Store::open(dir.path()).err().unwrap();
@@ -523,7 +589,9 @@ mod tests {
         drop(Store::open(dir.path()).unwrap());
         std::fs::write(dir.path().join("conf"), b"\xff\xfe garbage").unwrap();
         std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
-        let err = Store::open(dir.path()).err().expect("garbage must be refused");
+        let err = Store::open(dir.path())
+            .err()
+            .expect("garbage must be refused");
         assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
     }
 }

@@ -15,7 +15,9 @@ name = "purchase_orders"
 "#;
 
 fn err(text: &str) -> String {
-    Settings::from_toml(text).err().expect("must be refused").to_string()
+    Settings::from_toml(text)
+        .expect_err("must be refused")
+        .to_string()
 }
 
 #[test]
@@ -29,21 +31,32 @@ fn the_documented_example_loads_with_defaults() {
     assert_eq!(plans[0].start_from, StartFrom::Now);
     assert_eq!(s.sinks[0].name(), "file");
     assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+            .unwrap();
     Settings::from_toml(&example).expect("config/example.toml is valid");
 }
 
 #[test]
 fn unknown_key_is_named() {
-    let e = err(&GOOD.replace("[[objects]]", "[poll]\nschedul = \"* * * * * *\"\n[[objects]]"));
+    let e = err(&GOOD.replace(
+        "[[objects]]",
+        "[poll]\nschedul = \"* * * * * *\"\n[[objects]]",
+    ));
     assert!(e.contains("schedul"), "{e}");
 }
 
 #[test]
 fn bad_cron_is_named_with_its_value() {
     let e = err(&format!("{GOOD}schedule = \"every minute\"\n"));
-    assert!(e.contains("objects[0].schedule") && e.contains("every minute"), "{e}");
-    let e = err(&GOOD.replace("[[objects]]", "[poll]\nschedule = \"61 * * * * *\"\n[[objects]]"));
+    assert!(
+        e.contains("objects[0].schedule") && e.contains("every minute"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace(
+        "[[objects]]",
+        "[poll]\nschedule = \"61 * * * * *\"\n[[objects]]",
+    ));
     assert!(e.contains("poll.schedule"), "{e}");
 }
 
@@ -52,22 +65,37 @@ fn unix_cron_is_translated_with_unix_weekdays() {
     let s = Settings::from_toml(&format!("{GOOD}schedule = \"*/5 * * * 1-5\"\n")).unwrap();
     let plan = &s.plans().unwrap()[0];
     // 1-5 must mean Monday..Friday, not the cron crate's Sunday..Thursday.
-    let mut t = chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z").unwrap().with_timezone(&chrono::Utc); // a Saturday
+    let mut t = chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc); // a Saturday
     for _ in 0..200 {
         t = plan.schedule.next_after(t).unwrap();
         let wd = chrono::Datelike::weekday(&t);
-        assert!(!matches!(wd, chrono::Weekday::Sat | chrono::Weekday::Sun), "{t}");
+        assert!(
+            !matches!(wd, chrono::Weekday::Sat | chrono::Weekday::Sun),
+            "{t}"
+        );
     }
 }
 
 #[test]
 fn unknown_object_is_named_with_the_catalogue() {
     let e = err(&GOOD.replace("purchase_orders", "purchase_ordres"));
-    assert!(e.contains("objects[0].name") && e.contains("purchase_ordres") && e.contains("invoices"), "{e}");
+    assert!(
+        e.contains("objects[0].name") && e.contains("purchase_ordres") && e.contains("invoices"),
+        "{e}"
+    );
     // any other resource can be polled by path
-    let s = Settings::from_toml(&GOOD.replace("name = \"purchase_orders\"", "name = \"receiving_transactions\"\npath = \"/api/receiving_transactions\"")).unwrap();
+    let s = Settings::from_toml(&GOOD.replace(
+        "name = \"purchase_orders\"",
+        "name = \"receiving_transactions\"\npath = \"/api/receiving_transactions\"",
+    ))
+    .unwrap();
     assert_eq!(s.plans().unwrap()[0].path, "/api/receiving_transactions");
-    let e = err(&GOOD.replace("name = \"purchase_orders\"", "name = \"x\"\npath = \"https://evil.example/api\""));
+    let e = err(&GOOD.replace(
+        "name = \"purchase_orders\"",
+        "name = \"x\"\npath = \"https://evil.example/api\"",
+    ));
     assert!(e.contains("objects[0].path"), "{e}");
 }
 
@@ -85,8 +113,14 @@ fn missing_secret_and_missing_credentials_are_named() {
     assert!(e.contains("coupa.oauth.client_secret"), "{e}");
     let e = err(&GOOD.replace("[coupa.oauth]\nclient_id = \"cid\"\nclient_secret = \"s3cr3t-value-xyz\"\nscopes = [\"core.purchase_order.read\"]\n", ""));
     assert!(e.contains("no credentials"), "{e}");
-    let e = err(&GOOD.replace("client_secret = \"s3cr3t-value-xyz\"", "client_secret_file = \"/nonexistent/secret\""));
-    assert!(e.contains("client_secret_file") && e.contains("/nonexistent/secret"), "{e}");
+    let e = err(&GOOD.replace(
+        "client_secret = \"s3cr3t-value-xyz\"",
+        "client_secret_file = \"/nonexistent/secret\"",
+    ));
+    assert!(
+        e.contains("client_secret_file") && e.contains("/nonexistent/secret"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -94,22 +128,44 @@ fn secret_file_is_read_and_secrets_never_print() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("secret");
     std::fs::write(&f, "from-file-secret-987\n").unwrap();
-    let s = Settings::from_toml(&GOOD.replace("client_secret = \"s3cr3t-value-xyz\"", &format!("client_secret_file = \"{}\"", f.display()))).unwrap();
-    let secret = secrecy::ExposeSecret::expose_secret(s.coupa.oauth.as_ref().unwrap().client_secret.as_ref().unwrap()).to_string();
+    let s = Settings::from_toml(&GOOD.replace(
+        "client_secret = \"s3cr3t-value-xyz\"",
+        &format!("client_secret_file = \"{}\"", f.display()),
+    ))
+    .unwrap();
+    let secret = secrecy::ExposeSecret::expose_secret(
+        s.coupa
+            .oauth
+            .as_ref()
+            .unwrap()
+            .client_secret
+            .as_ref()
+            .unwrap(),
+    )
+    .to_string();
     assert_eq!(secret, "from-file-secret-987");
     let debug = format!("{s:?}");
     assert!(!debug.contains("from-file-secret-987"), "{debug}");
     let debug = format!("{:?}", Settings::from_toml(GOOD).unwrap());
     assert!(!debug.contains("s3cr3t-value-xyz"));
     // a wrongly typed secret is named but not echoed
-    let e = err(&GOOD.replace("client_secret = \"s3cr3t-value-xyz\"", "client_secret = [\"s3cr3t-value-xyz\"]"));
-    assert!(!e.contains("s3cr3t-value-xyz") && e.contains("client_secret"), "{e}");
+    let e = err(&GOOD.replace(
+        "client_secret = \"s3cr3t-value-xyz\"",
+        "client_secret = [\"s3cr3t-value-xyz\"]",
+    ));
+    assert!(
+        !e.contains("s3cr3t-value-xyz") && e.contains("client_secret"),
+        "{e}"
+    );
 }
 
 #[test]
 fn bad_start_from_and_duration_are_named() {
     let e = err(&format!("{GOOD}start_from = \"last tuesday\"\n"));
-    assert!(e.contains("objects[0].start_from") && e.contains("last tuesday"), "{e}");
+    assert!(
+        e.contains("objects[0].start_from") && e.contains("last tuesday"),
+        "{e}"
+    );
     let e = err(&format!("{GOOD}lookback = \"5 parsecs\"\n"));
     assert!(e.contains("lookback"), "{e}");
 }
@@ -127,6 +183,9 @@ fn environment_overrides_file_values() {
     std::env::remove_var("COUPA_CHANGEFEED__STATE__DIR");
     assert_eq!(s.coupa.requests_per_second, 7);
     assert_eq!(s.state.dir.to_str(), Some("/tmp/from-env"));
-    let e = Settings::load(Some(&dir.path().join("missing.toml"))).err().unwrap().to_string();
+    let e = Settings::load(Some(&dir.path().join("missing.toml")))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("missing.toml"), "{e}");
 }

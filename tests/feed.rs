@@ -22,13 +22,20 @@ async fn many_records_sharing_one_second_across_pages() {
     let rig = Rig::new(sim_config(), &["purchase_orders"]).await;
     let t = stamp(rig.sim.now().trunc_subsecs(0));
     for _ in 0..170 {
-        rig.sim.create("purchase_orders", json!({"updated-at": t, "created-at": t}));
+        rig.sim
+            .create("purchase_orders", json!({"updated-at": t, "created-at": t}));
     }
     let r = rig.catch_up().await;
-    assert!(r.requests >= 5, "170 records take 4 pages and an empty one, got {}", r.requests);
+    assert!(
+        r.requests >= 5,
+        "170 records take 4 pages and an empty one, got {}",
+        r.requests
+    );
     let got = check(&rig.sim, "purchase_orders", &outbox(&rig.store));
     assert_eq!(got.len(), 170);
-    assert!(outbox(&rig.store).iter().all(|e| e.ty == "coupa.purchase_order.created"));
+    assert!(outbox(&rig.store)
+        .iter()
+        .all(|e| e.ty == "coupa.purchase_order.created"));
 }
 
 #[tokio::test]
@@ -47,7 +54,11 @@ async fn records_edited_while_paging_lose_nothing() {
         let mut n = 0u64;
         for i in 0..400u64 {
             let id = (i * 37) % 1000 + 1;
-            sim.update("purchase_orders", id, json!({"status": format!("edit-{i}")}));
+            sim.update(
+                "purchase_orders",
+                id,
+                json!({"status": format!("edit-{i}")}),
+            );
             n += 1;
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -71,10 +82,15 @@ async fn late_commit_behind_hwm_inside_lookback_is_delivered() {
     let hwm = rig.store.object_state("invoices").unwrap().hwm.unwrap();
     // Committed now, but stamped two minutes before the high-water mark.
     let late = stamp(hwm - chrono::Duration::minutes(2));
-    let rec = rig.sim.create("invoices", json!({"updated-at": late, "created-at": late}));
+    let rec = rig
+        .sim
+        .create("invoices", json!({"updated-at": late, "created-at": late}));
     rig.catch_up().await;
     let got = check(&rig.sim, "invoices", &outbox(&rig.store));
-    assert!(got.iter().any(|(id, _)| Some(*id) == rec["id"].as_u64()), "late commit lost");
+    assert!(
+        got.iter().any(|(id, _)| Some(*id) == rec["id"].as_u64()),
+        "late commit lost"
+    );
     assert_eq!(got.len(), 2);
 }
 
@@ -101,7 +117,11 @@ async fn no_change_for_100_polls_emits_nothing_and_costs_one_request_each() {
         assert!(r.window_complete);
     }
     assert_eq!(events, 0);
-    assert_eq!(rig.sim.requests().len() - before, 100, "one request per idle poll");
+    assert_eq!(
+        rig.sim.requests().len() - before,
+        100,
+        "one request per idle poll"
+    );
     assert_eq!(outbox(&rig.store).len(), 10);
 }
 
@@ -112,9 +132,17 @@ async fn two_edits_within_one_second_are_two_events() {
     let id = rec["id"].as_u64().unwrap();
     rig.catch_up().await;
     let t = stamp(rig.sim.now().trunc_subsecs(0));
-    rig.sim.update("purchase_orders", id, json!({"status": "closed", "updated-at": t}));
+    rig.sim.update(
+        "purchase_orders",
+        id,
+        json!({"status": "closed", "updated-at": t}),
+    );
     rig.catch_up().await;
-    rig.sim.update("purchase_orders", id, json!({"status": "cancelled", "updated-at": t}));
+    rig.sim.update(
+        "purchase_orders",
+        id,
+        json!({"status": "cancelled", "updated-at": t}),
+    );
     rig.catch_up().await;
     let delivered = outbox(&rig.store);
     assert_eq!(delivered.len(), 3, "{delivered:?}");
@@ -184,24 +212,58 @@ async fn timestamps_in_several_offsets_normalise() {
         .iter()
         .map(|(_, e)| e.event["data"]["updated-at"].as_str().unwrap()[19..].to_string())
         .collect();
-    assert!(offsets.len() >= 4, "records carry several offsets: {offsets:?}");
-    assert!(raw.iter().all(|(_, e)| e.event["time"].as_str().unwrap().ends_with('Z')));
+    assert!(
+        offsets.len() >= 4,
+        "records carry several offsets: {offsets:?}"
+    );
+    assert!(raw
+        .iter()
+        .all(|(_, e)| e.event["time"].as_str().unwrap().ends_with('Z')));
 }
 
 #[tokio::test]
 async fn rate_limits_errors_and_timeouts_lose_nothing_and_rate_holds() {
     for retry_after in [false, true] {
         let mut cfg = sim_config();
-        cfg.rate_limit = Some(RateLimit { per_second: 8.0, burst: 2 });
+        cfg.rate_limit = Some(RateLimit {
+            per_second: 8.0,
+            burst: 2,
+        });
         cfg.retry_after_on_429 = retry_after;
-        let rig = Rig::with(cfg, &["invoices", "purchase_orders"], "requests_per_second = 10\nmax_attempts = 12", "").await;
+        let rig = Rig::with(
+            cfg,
+            &["invoices", "purchase_orders"],
+            "requests_per_second = 10\nmax_attempts = 12",
+            "",
+        )
+        .await;
         for _ in 0..120 {
             rig.sim.create("invoices", json!({}));
             rig.sim.create("purchase_orders", json!({}));
         }
-        rig.sim.inject(FaultRule { fault: Fault::Status { status: 500, retry_after: None, body: None }, times: 2, path_contains: Some("invoices".into()) });
-        rig.sim.inject(FaultRule { fault: Fault::Status { status: 503, retry_after: Some("1".into()), body: None }, times: 1, path_contains: None });
-        rig.sim.inject(FaultRule { fault: Fault::Delay(Duration::from_secs(3)), times: 1, path_contains: Some("purchase_orders".into()) });
+        rig.sim.inject(FaultRule {
+            fault: Fault::Status {
+                status: 500,
+                retry_after: None,
+                body: None,
+            },
+            times: 2,
+            path_contains: Some("invoices".into()),
+        });
+        rig.sim.inject(FaultRule {
+            fault: Fault::Status {
+                status: 503,
+                retry_after: Some("1".into()),
+                body: None,
+            },
+            times: 1,
+            path_contains: None,
+        });
+        rig.sim.inject(FaultRule {
+            fault: Fault::Delay(Duration::from_secs(3)),
+            times: 1,
+            path_contains: Some("purchase_orders".into()),
+        });
         rig.catch_up().await;
         let delivered = outbox(&rig.store);
         assert_eq!(check(&rig.sim, "invoices", &delivered).len(), 120);
@@ -213,10 +275,16 @@ async fn rate_limits_errors_and_timeouts_lose_nothing_and_rate_holds() {
         let times: Vec<_> = log.iter().map(|r| r.at).collect();
         let mut worst = 0;
         for (i, t) in times.iter().enumerate() {
-            let n = times[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
+            let n = times[i..]
+                .iter()
+                .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+                .count();
             worst = worst.max(n);
         }
-        assert!(worst <= 11, "{worst} requests inside one second at 10/s (retry_after={retry_after})");
+        assert!(
+            worst <= 11,
+            "{worst} requests inside one second at 10/s (retry_after={retry_after})"
+        );
     }
 }
 
@@ -251,7 +319,11 @@ async fn nested_supplier_sites_are_polled_through_their_parents_within_budget() 
     let rig = Rig::with(sim_config(), &["supplier_sites"], "", "parent_budget = 3").await;
     let mut suppliers = Vec::new();
     for _ in 0..7 {
-        suppliers.push(rig.sim.create("suppliers", json!({}))["id"].as_u64().unwrap());
+        suppliers.push(
+            rig.sim.create("suppliers", json!({}))["id"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     for (i, s) in suppliers.iter().enumerate() {
         for _ in 0..(i % 3 + 1) {
@@ -263,12 +335,16 @@ async fn nested_supplier_sites_are_polled_through_their_parents_within_budget() 
     assert_eq!(first.len(), rig.sim.versions("supplier_sites").len());
     // A site edited later is caught by the next window.
     let site = rig.sim.versions("supplier_sites")[0].id;
-    rig.sim.update("supplier_sites", site, json!({"name": "Renamed site"}));
+    rig.sim
+        .update("supplier_sites", site, json!({"name": "Renamed site"}));
     rig.catch_up().await;
     let after = check(&rig.sim, "supplier_sites", &outbox(&rig.store));
     assert_eq!(after.len(), first.len() + 1);
     let ev = rig.store.outbox_after(0, 1000).unwrap();
-    assert!(ev.iter().any(|(_, e)| e.event["source"].as_str().unwrap().contains("/api/suppliers/")));
+    assert!(ev.iter().any(|(_, e)| e.event["source"]
+        .as_str()
+        .unwrap()
+        .contains("/api/suppliers/")));
 }
 
 #[tokio::test]
@@ -277,11 +353,22 @@ async fn records_without_updated_at_are_published_not_dropped() {
     rig.sim.create("items", json!({}));
     rig.catch_up().await;
     // A hostile server that ignores the time filter and omits updated-at.
-    rig.sim.inject(FaultRule { fault: Fault::Status { status: 200, retry_after: None, body: Some(r#"[{"id": 999, "name": "no stamp"}]"#.into()) }, times: 1, path_contains: Some("items".into()) });
+    rig.sim.inject(FaultRule {
+        fault: Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(r#"[{"id": 999, "name": "no stamp"}]"#.into()),
+        },
+        times: 1,
+        path_contains: Some("items".into()),
+    });
     let r = rig.poll().await;
     assert_eq!(r.undated, 1);
     let raw = rig.store.outbox_after(0, 100).unwrap();
-    let undated: Vec<_> = raw.iter().filter(|(_, e)| e.event["subject"] == "999").collect();
+    let undated: Vec<_> = raw
+        .iter()
+        .filter(|(_, e)| e.event["subject"] == "999")
+        .collect();
     assert_eq!(undated.len(), 1);
     assert_eq!(undated[0].1.event["type"], "coupa.item.updated");
 }

@@ -99,8 +99,22 @@ macro_rules! obj {
 
 /// Every object the daemon supports, sorted by name.
 pub static CATALOGUE: &[ObjectSpec] = &[
-    obj!("accounts", "account", "/api/accounts", "core.accounting", ALL, &[]),
-    obj!("addresses", "address", "/api/addresses", "core.common", ALL, &[]),
+    obj!(
+        "accounts",
+        "account",
+        "/api/accounts",
+        "core.accounting",
+        ALL,
+        &[]
+    ),
+    obj!(
+        "addresses",
+        "address",
+        "/api/addresses",
+        "core.common",
+        ALL,
+        &[]
+    ),
     obj!(
         "contracts",
         "contract",
@@ -109,8 +123,22 @@ pub static CATALOGUE: &[ObjectSpec] = &[
         ALL,
         &["submit_for_approval", "complete", "update_published"]
     ),
-    obj!("departments", "department", "/api/departments", "core.common", ALL, &[]),
-    obj!("exchange_rates", "exchange_rate", "/api/exchange_rates", "core.common", ALL, &[]),
+    obj!(
+        "departments",
+        "department",
+        "/api/departments",
+        "core.common",
+        ALL,
+        &[]
+    ),
+    obj!(
+        "exchange_rates",
+        "exchange_rate",
+        "/api/exchange_rates",
+        "core.common",
+        ALL,
+        &[]
+    ),
     obj!(
         "expense_lines",
         "expense_line",
@@ -151,7 +179,14 @@ pub static CATALOGUE: &[ObjectSpec] = &[
         ALL,
         &["pending", "run", "success", "fail", "pause"]
     ),
-    obj!("integrations", "integration", "/api/integrations", "core.integration", ALL, &[]),
+    obj!(
+        "integrations",
+        "integration",
+        "/api/integrations",
+        "core.integration",
+        ALL,
+        &[]
+    ),
     obj!(
         "inventory_transactions",
         "inventory_transaction",
@@ -171,10 +206,25 @@ pub static CATALOGUE: &[ObjectSpec] = &[
         "/api/invoices",
         "core.invoice",
         ALL,
-        &["submit", "void", "abandon", "dispute", "withdraw_dispute", "bypass_approvals", "restart_approvals"]
+        &[
+            "submit",
+            "void",
+            "abandon",
+            "dispute",
+            "withdraw_dispute",
+            "bypass_approvals",
+            "restart_approvals"
+        ]
     ),
     obj!("items", "item", "/api/items", "core.item", ALL, &[]),
-    obj!("lookup_values", "lookup_value", "/api/lookup_values", "core.common", ALL, &[]),
+    obj!(
+        "lookup_values",
+        "lookup_value",
+        "/api/lookup_values",
+        "core.common",
+        ALL,
+        &[]
+    ),
     obj!(
         "purchase_order_lines",
         "purchase_order_line",
@@ -199,7 +249,14 @@ pub static CATALOGUE: &[ObjectSpec] = &[
         "/api/purchase_orders",
         "core.purchase_order",
         ALL,
-        &["close", "cancel", "reopen", "issue", "issue_without_send", "release_from_buyer_hold"]
+        &[
+            "close",
+            "cancel",
+            "reopen",
+            "issue",
+            "issue_without_send",
+            "release_from_buyer_hold"
+        ]
     ),
     obj!(
         "remit_to_addresses",
@@ -218,7 +275,14 @@ pub static CATALOGUE: &[ObjectSpec] = &[
         ALL,
         &[]
     ),
-    obj!("supplier_items", "supplier_item", "/api/supplier_items", "core.supplier", ALL, &[]),
+    obj!(
+        "supplier_items",
+        "supplier_item",
+        "/api/supplier_items",
+        "core.supplier",
+        ALL,
+        &[]
+    ),
     obj!(
         "supplier_sites",
         "supplier_site",
@@ -228,7 +292,14 @@ pub static CATALOGUE: &[ObjectSpec] = &[
         &[],
         Some(SUPPLIER_PARENT)
     ),
-    obj!("suppliers", "supplier", "/api/suppliers", "core.supplier", ALL, &[]),
+    obj!(
+        "suppliers",
+        "supplier",
+        "/api/suppliers",
+        "core.supplier",
+        ALL,
+        &[]
+    ),
     obj!("users", "user", "/api/users", "core.user", ALL, &[]),
 ];
 
@@ -259,7 +330,10 @@ mod tests {
     #[test]
     fn nested_paths_resolve_under_their_parent() {
         let sites = lookup("supplier_sites").unwrap();
-        assert_eq!(sites.list_path(Some("42")), "/api/suppliers/42/supplier_sites");
+        assert_eq!(
+            sites.list_path(Some("42")),
+            "/api/suppliers/42/supplier_sites"
+        );
         let remit = lookup("remit_to_addresses").unwrap();
         assert_eq!(remit.list_path(Some("7")), "/api/suppliers/7/addresses");
         assert!(lookup("purchase_orders").unwrap().parent.is_none());

@@ -83,7 +83,9 @@ impl Sink for FileSink {
                     (res, buf)
                 })
                 .await
-                .map_err(|e| SinkError::Transient(format!("sink `{name}`: writer task failed: {e}")))?;
+                .map_err(|e| {
+                    SinkError::Transient(format!("sink `{name}`: writer task failed: {e}"))
+                })?;
                 self.buf = buf;
                 res.map_err(|e| SinkError::Transient(format!("sink `{name}`: {e}")))
             }
@@ -101,7 +103,14 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let mut sink = FileSink::open("file".into(), path.to_str().unwrap()).unwrap();
         let e = |n: u64| {
-            (n, OutboxEntry { object: "po".into(), key: n.to_string(), event: serde_json::json!({"id": n}) })
+            (
+                n,
+                OutboxEntry {
+                    object: "po".into(),
+                    key: n.to_string(),
+                    event: serde_json::json!({"id": n}),
+                },
+            )
         };
         sink.deliver(&[e(1), e(2)]).await.unwrap();
         sink.deliver(&[e(3)]).await.unwrap();

@@ -27,7 +27,10 @@ pub trait Sink: Send + 'static {
 
     /// Delivers a batch in order; `Ok` means every event is durably with
     /// the destination and may be acknowledged.
-    fn deliver(&mut self, batch: &[(u64, OutboxEntry)]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn deliver(
+        &mut self,
+        batch: &[(u64, OutboxEntry)],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// A configured sink of any type (enum dispatch keeps `Sink` free of boxing).
@@ -39,7 +42,9 @@ impl AnySink {
     /// Builds the sink a config entry describes.
     pub fn from_settings(s: &SinkSettings) -> Result<AnySink, SinkError> {
         match s {
-            SinkSettings::File { path, .. } => Ok(AnySink::File(file::FileSink::open(s.name(), path)?)),
+            SinkSettings::File { path, .. } => {
+                Ok(AnySink::File(file::FileSink::open(s.name(), path)?))
+            }
         }
     }
 }

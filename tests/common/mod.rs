@@ -28,9 +28,18 @@ pub fn sim_config() -> SimConfig {
 
 /// Config text for polling `objects` with fast, test-sized settings;
 /// `extra_*` lines (`key = value`) replace or add keys of their section.
-pub fn config_text(base_url: &str, dir: &Path, objects: &[&str], extra_coupa: &str, extra_poll: &str) -> String {
+pub fn config_text(
+    base_url: &str,
+    dir: &Path,
+    objects: &[&str],
+    extra_coupa: &str,
+    extra_poll: &str,
+) -> String {
     fn section(defaults: &[(&str, String)], extra: &str) -> String {
-        let mut lines: Vec<(String, String)> = defaults.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let mut lines: Vec<(String, String)> = defaults
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
         for l in extra.lines().filter(|l| l.contains('=')) {
             let (k, v) = l.split_once('=').unwrap();
             let (k, v) = (k.trim().to_string(), v.trim().to_string());
@@ -60,8 +69,14 @@ pub fn config_text(base_url: &str, dir: &Path, objects: &[&str], extra_coupa: &s
         ],
         extra_poll,
     );
-    let objs: String = objects.iter().map(|o| format!("[[objects]]\nname = \"{o}\"\n")).collect();
-    format!("[coupa]\n{coupa}[state]\ndir = \"{}\"\n[poll]\n{poll}{objs}", dir.display())
+    let objs: String = objects
+        .iter()
+        .map(|o| format!("[[objects]]\nname = \"{o}\"\n"))
+        .collect();
+    format!(
+        "[coupa]\n{coupa}[state]\ndir = \"{}\"\n[poll]\n{poll}{objs}",
+        dir.display()
+    )
 }
 
 /// One object's poller over a real store and client.
@@ -81,11 +96,22 @@ impl Rig {
         Self::with(cfg, objects, "", "").await
     }
 
-    pub async fn with(cfg: SimConfig, objects: &[&str], extra_coupa: &str, extra_poll: &str) -> Rig {
+    pub async fn with(
+        cfg: SimConfig,
+        objects: &[&str],
+        extra_coupa: &str,
+        extra_poll: &str,
+    ) -> Rig {
         let sim = Simulator::start(cfg).await.expect("simulator starts");
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::from_toml(&config_text(&sim.base_url(), dir.path(), objects, extra_coupa, extra_poll))
-            .expect("test config is valid");
+        let settings = Settings::from_toml(&config_text(
+            &sim.base_url(),
+            dir.path(),
+            objects,
+            extra_coupa,
+            extra_poll,
+        ))
+        .expect("test config is valid");
         let store = Store::open(&settings.state.dir).unwrap();
         let client = CoupaClient::new(&settings.coupa).unwrap();
         let pollers = settings
@@ -95,7 +121,16 @@ impl Rig {
             .map(|p| Poller::new(p, client.clone(), store.clone()))
             .collect();
         let (trigger, shutdown) = shutdown::channel();
-        Rig { sim, dir, settings, store, client, pollers, shutdown, _trigger: trigger }
+        Rig {
+            sim,
+            dir,
+            settings,
+            store,
+            client,
+            pollers,
+            shutdown,
+            _trigger: trigger,
+        }
     }
 
     /// Drops the pollers, client and store (a crash, as far as state goes)
@@ -134,7 +169,10 @@ impl Rig {
     pub async fn poll(&self) -> PollReport {
         let mut total = PollReport::default();
         for p in &self.pollers {
-            let r = p.poll_once(&self.shutdown).await.unwrap_or_else(|e| panic!("poll failed: {e}"));
+            let r = p
+                .poll_once(&self.shutdown)
+                .await
+                .unwrap_or_else(|e| panic!("poll failed: {e}"));
             total.requests += r.requests;
             total.records += r.records;
             total.events += r.events;
@@ -152,10 +190,14 @@ impl Rig {
         // Everything written so far is stamped at or before `written`; a
         // window must end after it. The Date header has whole seconds.
         let written = self.sim.now().trunc_subsecs(0);
-        self.sim.set_clock_offset(self.sim_offset() + chrono::Duration::seconds(5));
+        self.sim
+            .set_clock_offset(self.sim_offset() + chrono::Duration::seconds(5));
         let target = written + chrono::Duration::seconds(1);
         // Let the client see the jump (it learns Coupa's clock from responses).
-        self.client.get_json("/api/users", &[("limit".into(), "1".into())]).await.unwrap();
+        self.client
+            .get_json("/api/users", &[("limit".into(), "1".into())])
+            .await
+            .unwrap();
         let mut total = PollReport::default();
         for _ in 0..50 {
             let r = self.poll().await;
@@ -171,12 +213,19 @@ impl Rig {
                 return total;
             }
         }
-        let states: Vec<_> = self.pollers.iter().map(|p| self.store.object_state(p.name()).unwrap()).collect();
+        let states: Vec<_> = self
+            .pollers
+            .iter()
+            .map(|p| self.store.object_state(p.name()).unwrap())
+            .collect();
         panic!("did not catch up within 50 polls: target {target}, sim now {}, client clock {:?}, states {states:?}", self.sim.now(), self.client.coupa_now());
     }
 
     fn sim_offset(&self) -> chrono::Duration {
-        self.sim.now().signed_duration_since(Utc::now()).round_to_seconds()
+        self.sim
+            .now()
+            .signed_duration_since(Utc::now())
+            .round_to_seconds()
     }
 }
 
@@ -225,11 +274,20 @@ pub fn check(sim: &Simulator, object: &str, delivered: &[Seen]) -> BTreeSet<(u64
     let mine: Vec<&Seen> = delivered.iter().filter(|s| s.object == object).collect();
     let mut ids = HashSet::new();
     for s in &mine {
-        assert!(ids.insert(s.event_id.clone()), "duplicate event id for record {} at {:?}", s.id, s.updated_at);
+        assert!(
+            ids.insert(s.event_id.clone()),
+            "duplicate event id for record {} at {:?}",
+            s.id,
+            s.updated_at
+        );
     }
     let versions = sim.versions(object);
-    let existed: HashSet<(u64, DateTime<Utc>)> = versions.iter().map(|v| (v.id, v.updated_at)).collect();
-    let got: BTreeSet<(u64, DateTime<Utc>)> = mine.iter().map(|s| (s.id, s.updated_at.expect("dated"))).collect();
+    let existed: HashSet<(u64, DateTime<Utc>)> =
+        versions.iter().map(|v| (v.id, v.updated_at)).collect();
+    let got: BTreeSet<(u64, DateTime<Utc>)> = mine
+        .iter()
+        .map(|s| (s.id, s.updated_at.expect("dated")))
+        .collect();
     for g in &got {
         assert!(existed.contains(g), "phantom version {g:?} of {object}");
     }
@@ -237,7 +295,15 @@ pub fn check(sim: &Simulator, object: &str, delivered: &[Seen]) -> BTreeSet<(u64
     for v in &versions {
         finals.insert(v.id, v.updated_at);
     }
-    let lost: Vec<_> = finals.iter().filter(|(id, t)| !got.contains(&(**id, **t))).collect();
-    assert!(lost.is_empty(), "{} final versions of {object} lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    let lost: Vec<_> = finals
+        .iter()
+        .filter(|(id, t)| !got.contains(&(**id, **t)))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} final versions of {object} lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     got
 }
