@@ -309,13 +309,16 @@ impl Poller {
         q.push(("dir".into(), "asc".into()));
         q.push(("limit".into(), self.plan.page_size.to_string()));
         if !self.plan.fields.is_empty() {
-            let f: Vec<String> = self
-                .plan
-                .fields
-                .iter()
-                .map(|f| format!("\"{f}\""))
-                .collect();
-            q.push(("fields".into(), format!("[{}]", f.join(","))));
+            // Paging and change detection need these whatever the user picked.
+            let mut fields: Vec<String> =
+                vec!["id".into(), "created-at".into(), "updated-at".into()];
+            for f in &self.plan.fields {
+                if !fields.contains(&f.replace('_', "-")) {
+                    fields.push(f.clone());
+                }
+            }
+            let quoted: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
+            q.push(("fields".into(), format!("[{}]", quoted.join(","))));
         }
         q
     }

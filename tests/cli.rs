@@ -34,7 +34,10 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(start.elapsed() < limit, "process did not exit within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "process did not exit within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -85,7 +88,10 @@ fn objects_lists_the_catalogue() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 24, "header + 23 objects:\n{text}");
     assert!(text.contains("/api/suppliers/{supplier_id}/supplier_sites"));
-    let out = Command::new(BIN).args(["objects", "--json"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["objects", "--json"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 23);
 }
@@ -99,10 +105,17 @@ fn bad_config_fails_naming_the_key() {
         "[coupa]\nbase_url = \"https://acme.coupahost.com\"\napi_key = \"k-123-secret\"\n[[objects]]\nname = \"purchase_orders\"\nschedule = \"every day\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["run", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("objects[0].schedule") && err.contains("every day"), "{err}");
+    assert!(
+        err.contains("objects[0].schedule") && err.contains("every day"),
+        "{err}"
+    );
     assert!(!err.contains("k-123-secret"), "{err}");
 }
 
@@ -115,7 +128,14 @@ fn run_against_coupa_sim_writes_events_and_state_commands_work() {
         l.local_addr().unwrap().port()
     };
     let sim = Command::new(SIM)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--records", "5", "--change-rate", "0"])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--records",
+            "5",
+            "--change-rate",
+            "0",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -124,7 +144,10 @@ fn run_against_coupa_sim_writes_events_and_state_commands_work() {
     let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "coupa-sim did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "coupa-sim did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -168,11 +191,16 @@ path = "{}"
         let mut child = Reap(child);
         let start = Instant::now();
         loop {
-            let n = std::fs::read_to_string(&events).map(|t| t.lines().count()).unwrap_or(0);
+            let n = std::fs::read_to_string(&events)
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
             if n >= expect {
                 break;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "only {n} of {expect} events");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "only {n} of {expect} events"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         sigterm(&child.0);
@@ -189,24 +217,49 @@ path = "{}"
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 5);
-    assert!(lines.iter().all(|e| e["source"] == format!("{base}/api/purchase_orders")));
+    assert!(lines
+        .iter()
+        .all(|e| e["source"] == format!("{base}/api/purchase_orders")));
 
-    let show = Command::new(BIN).args(["state", "show", "--config"]).arg(&config).output().unwrap();
-    let text = String::from_utf8_lossy(&show.stdout);
-    assert!(show.status.success() && text.contains("purchase_orders"), "{text}");
-
-    let reset = Command::new(BIN)
-        .args(["state", "reset", "purchase_orders", "--to", "2000-01-01T00:00:00Z", "--config"])
+    let show = Command::new(BIN)
+        .args(["state", "show", "--config"])
         .arg(&config)
         .output()
         .unwrap();
-    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.status.success() && text.contains("purchase_orders"),
+        "{text}"
+    );
+
+    let reset = Command::new(BIN)
+        .args([
+            "state",
+            "reset",
+            "purchase_orders",
+            "--to",
+            "2000-01-01T00:00:00Z",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
     // The replay repeats the same versions with the same event ids.
     run(10);
     let text = std::fs::read_to_string(&events).unwrap();
     let ids: Vec<String> = text
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(ids[..5], ids[5..10]);
 }
