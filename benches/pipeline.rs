@@ -14,6 +14,32 @@ use coupa_changefeed::sim::{SimConfig, Simulator};
 use coupa_changefeed::sink::AnySink;
 use coupa_changefeed::store::Store;
 
+/// Current RSS, MiB.
+fn rss_mib() -> f64 {
+    status_kib("VmRSS:") / 1024.0
+}
+
+/// Resets the kernel's peak-RSS mark so the next reading covers only what follows.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn status_kib(key: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -74,7 +100,7 @@ path = "{}"
     let store = Store::open(&settings.state.dir)?;
     let client = CoupaClient::new(&settings.coupa)?;
     let plan = settings.plans()?.remove(0);
-    let poller = Poller::new(plan, client, store.clone());
+    let poller = Poller::new(plan, client.clone(), store.clone());
     let (trigger, listener) = shutdown::channel();
     let sink = AnySink::from_settings(&settings.sinks[0])?;
     let names = std::sync::Arc::new(vec![settings.sinks[0].name()]);
@@ -85,6 +111,35 @@ path = "{}"
         listener.clone(),
     ));
 
+    // The simulator's share: the same pages without the daemon's work.
+    let raw = Instant::now();
+    let mut last = 0u64;
+    loop {
+        let q = vec![
+            (
+                "updated_at[gt_or_eq]".to_string(),
+                "2000-01-01T00:00:00+00:00".to_string(),
+            ),
+            ("id[gt]".to_string(), last.to_string()),
+            ("limit".to_string(), "50".to_string()),
+        ];
+        let page = client.list("/api/purchase_orders", &q).await?;
+        match page
+            .last()
+            .and_then(coupa_changefeed::coupa::record::numeric_id)
+        {
+            Some(id) => last = id,
+            None => break,
+        }
+    }
+    let raw = raw.elapsed();
+    println!(
+        "  fetch only (simulator + client): {:>9.0} records/s",
+        n as f64 / raw.as_secs_f64()
+    );
+
+    let baseline = rss_mib();
+    reset_peak();
     let start = Instant::now();
     let report = poller.poll_once(&listener).await?;
     let polled = start.elapsed();
@@ -108,9 +163,11 @@ path = "{}"
         "  end to end (to file sink):      {:>10.0} records/s",
         n as f64 / total.as_secs_f64()
     );
+    let peak = peak_rss_mib();
+    println!("  RSS before the run (simulator and its data): {baseline:.1} MiB");
     println!(
-        "  peak RSS (daemon + simulator):  {:>10.1} MiB",
-        peak_rss_mib()
+        "  peak RSS during the run: {peak:.1} MiB (+{:.1} MiB for the daemon's work)",
+        peak - baseline
     );
     sim.shutdown().await;
     Ok(())

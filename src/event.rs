@@ -3,7 +3,7 @@
 //! functions: no I/O.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::coupa::record::{rfc3339, Record};
@@ -26,11 +26,15 @@ impl ChangeKind {
     }
 }
 
-/// The sha256 of a record's canonical JSON (keys sorted, since serde_json's
-/// map is ordered), so key order in Coupa's response cannot fake a change.
+/// A record's canonical JSON: keys sorted (serde_json's map is ordered),
+/// so key order in Coupa's response cannot fake a change.
+pub fn canonical_json(record: &Record) -> Vec<u8> {
+    serde_json::to_vec(record).expect("a JSON map serialises")
+}
+
+/// The sha256 of a record's canonical JSON.
 pub fn content_hash(record: &Record) -> [u8; 32] {
-    let bytes = serde_json::to_vec(record).expect("a JSON map serialises");
-    Sha256::digest(&bytes).into()
+    Sha256::digest(canonical_json(record)).into()
 }
 
 /// Where an event comes from: the same for every record of one list.
@@ -59,8 +63,22 @@ pub struct ChangeEvent {
     pub subject: String,
     /// The record's `updated-at`, in UTC, when readable.
     pub time: Option<DateTime<Utc>>,
-    /// The record as Coupa returned it.
-    pub data: Record,
+    /// The record as Coupa returned it, as canonical JSON.
+    pub data: Vec<u8>,
+}
+
+/// The envelope without `data`, which is spliced in as bytes.
+#[derive(serde::Serialize)]
+struct Envelope<'a> {
+    specversion: &'static str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    subject: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    datacontenttype: &'static str,
 }
 
 impl ChangeEvent {
@@ -71,7 +89,7 @@ impl ChangeEvent {
         updated_at: Option<DateTime<Utc>>,
         hash: &[u8; 32],
         kind: ChangeKind,
-        data: Record,
+        data: Vec<u8>,
     ) -> ChangeEvent {
         let base = origin.base_url.trim_end_matches('/');
         let stamp = updated_at.map(rfc3339).unwrap_or_default();
@@ -90,27 +108,37 @@ impl ChangeEvent {
         }
     }
 
-    /// The CloudEvents 1.0 structured-mode JSON.
+    /// The CloudEvents 1.0 structured-mode JSON, as bytes: the record's
+    /// JSON is spliced in as it is, not rebuilt.
+    pub fn to_json(&self) -> Vec<u8> {
+        let envelope = Envelope {
+            specversion: "1.0",
+            id: &self.id,
+            source: &self.source,
+            ty: &self.ty,
+            subject: &self.subject,
+            time: self.time.map(rfc3339),
+            datacontenttype: "application/json",
+        };
+        let mut out = serde_json::to_vec(&envelope).expect("envelope serialises");
+        out.pop(); // the closing brace
+        out.reserve(self.data.len() + 10);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(&self.data);
+        out.push(b'}');
+        out
+    }
+
+    /// The same, parsed (tests and tools).
     pub fn to_cloudevent(&self) -> Value {
-        let mut ce = json!({
-            "specversion": "1.0",
-            "id": self.id,
-            "source": self.source,
-            "type": self.ty,
-            "subject": self.subject,
-            "datacontenttype": "application/json",
-            "data": self.data,
-        });
-        if let Some(t) = self.time {
-            ce["time"] = Value::String(rfc3339(t));
-        }
-        ce
+        serde_json::from_slice(&self.to_json()).expect("valid JSON")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn rec(v: Value) -> Record {
         v.as_object().unwrap().clone()
@@ -140,7 +168,7 @@ mod tests {
                 t,
                 &content_hash(r),
                 ChangeKind::Updated,
-                r.clone(),
+                canonical_json(r),
             )
         };
         assert_eq!(mk(&a).id, mk(&b).id);
@@ -152,5 +180,7 @@ mod tests {
         assert_eq!(ce["time"], "2026-11-30T10:15:02Z");
         assert_eq!(ce["subject"], "1");
         assert_eq!(ce["id"].as_str().unwrap().len(), 64);
+        assert_eq!(ce["data"], json!({"a": 1, "id": 1, "b": 2}));
+        assert_eq!(ce["datacontenttype"], "application/json");
     }
 }

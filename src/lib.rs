@@ -1,3 +1,26 @@
+//! coupa-changefeed: turns a Coupa instance into a stream of change events.
+//!
+//! # Layout
+//!
+//! Data flows top to bottom:
+//!
+//! - [`config`]: typed settings from TOML + environment, validated with
+//!   key-named errors; resolves each object's poll plan.
+//! - [`coupa`]: the Coupa API — [`coupa::client`] (HTTP, auth, the one
+//!   global rate limit, retries), [`coupa::objects`] (the object catalogue,
+//!   the only list of objects), [`coupa::record`] (reading ids and
+//!   timestamps in any key style and UTC offset).
+//! - [`poller`]: one object's poll loop — frozen windows from Coupa's
+//!   clock, paging by `id[gt]`, change detection against the seen-set.
+//! - [`store`]: the sled state — high-water marks, open windows, seen-set,
+//!   outbox, sink cursors. The only code that knows sled's key layout.
+//! - [`event`]: change events and their CloudEvents encoding.
+//! - [`sink`] and [`delivery`]: sinks drain the outbox from their own
+//!   cursors; entries are released once every sink acknowledged them.
+//! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
+//!   stop signal passed down to every task.
+//! - [`sim`]: the Coupa simulator used by tests, benches and [`demo`].
+
 pub mod app;
 pub mod config;
 pub mod coupa;

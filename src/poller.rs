@@ -24,9 +24,10 @@ use crate::coupa::client::CoupaClient;
 use crate::coupa::error::CoupaError;
 use crate::coupa::objects;
 use crate::coupa::record::{self, query_time, Record, Stamp};
-use crate::event::{content_hash, ChangeEvent, ChangeKind, Origin};
+use crate::event::{canonical_json, ChangeEvent, ChangeKind, Origin};
 use crate::shutdown::Shutdown;
 use crate::store::{ObjectState, OutboxEntry, SeenEntry, Store, StoreError, Window};
+use sha2::{Digest, Sha256};
 
 /// Why a poll stopped early. The window stays persisted; the next poll
 /// resumes it, so an error never loses a change.
@@ -418,7 +419,8 @@ impl Poller {
                     None
                 }
             };
-            let hash = content_hash(rec);
+            let data = canonical_json(rec);
+            let hash: [u8; 32] = Sha256::digest(&data).into();
             let key = (updated_at, id.clone());
             let known = match in_page.get(&key) {
                 Some(h) => Some(*h),
@@ -436,11 +438,11 @@ impl Poller {
                 (Stamp::At(c), Some(u)) if c == u => ChangeKind::Created,
                 _ => ChangeKind::Updated,
             };
-            let event = ChangeEvent::new(origin, &id, updated_at, &hash, kind, rec.clone());
+            let event = ChangeEvent::new(origin, &id, updated_at, &hash, kind, data);
             events.push(OutboxEntry {
                 object: self.plan.name.clone(),
                 key: id.clone(),
-                event: event.to_cloudevent(),
+                event: event.to_json(),
             });
             seen.push(SeenEntry {
                 updated_at,

@@ -71,14 +71,49 @@ pub struct ObjectState {
 }
 
 /// One event waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
     /// Catalogue or config name of the object.
     pub object: String,
     /// Record id: the ordering and partition key.
     pub key: String,
-    /// The CloudEvent, ready to send.
-    pub event: serde_json::Value,
+    /// The CloudEvent as JSON bytes, ready to send as they are.
+    pub event: Vec<u8>,
+}
+
+impl OutboxEntry {
+    /// The event parsed (tools and tests; sinks send the bytes).
+    pub fn event_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.event).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// `u16 len | object | u16 len | key | event`: no parse on the hot path.
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(4 + self.object.len() + self.key.len() + self.event.len());
+        for part in [self.object.as_bytes(), self.key.as_bytes()] {
+            let len = u16::try_from(part.len()).expect("object names and ids are short");
+            v.extend_from_slice(&len.to_be_bytes());
+            v.extend_from_slice(part);
+        }
+        v.extend_from_slice(&self.event);
+        v
+    }
+
+    fn decode(mut b: &[u8]) -> Option<OutboxEntry> {
+        let mut part = || -> Option<String> {
+            let len = u16::from_be_bytes(b.get(..2)?.try_into().ok()?) as usize;
+            let s = String::from_utf8(b.get(2..2 + len)?.to_vec()).ok()?;
+            b = &b[2 + len..];
+            Some(s)
+        };
+        let object = part()?;
+        let key = part()?;
+        Some(OutboxEntry {
+            object,
+            key,
+            event: b.to_vec(),
+        })
+    }
 }
 
 /// A seen-set entry written with a page.
@@ -283,10 +318,7 @@ impl Store {
             .iter()
             .map(|s| (seen_key(object, s.updated_at, &s.id), s.hash))
             .collect();
-        let event_rows: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| serde_json::to_vec(e).expect("event serialises"))
-            .collect();
+        let event_rows: Vec<Vec<u8>> = events.iter().map(OutboxEntry::encode).collect();
         let _guard = i.commit.lock().await;
         let first = i.next_seq.load(Ordering::SeqCst);
         let next = first + event_rows.len() as u64;
@@ -378,9 +410,9 @@ impl Store {
         {
             let (k, v) = kv?;
             let seq = u64_be(&k).unwrap_or(0);
-            let entry = serde_json::from_slice(&v).map_err(|e| StoreError::Decode {
+            let entry = OutboxEntry::decode(&v).ok_or_else(|| StoreError::Decode {
                 key: format!("outbox/{seq}"),
-                detail: e.to_string(),
+                detail: "truncated entry".into(),
             })?;
             out.push((seq, entry));
             if out.len() >= max {
@@ -469,7 +501,7 @@ mod tests {
         OutboxEntry {
             object: "purchase_orders".into(),
             key: n.to_string(),
-            event: serde_json::json!({"n": n}),
+            event: format!("{{\"n\":{n}}}").into_bytes(),
         }
     }
 

@@ -206,6 +206,29 @@ impl Query {
         Ok(Filter { path, op, values })
     }
 
+    /// When results come in ascending id order (the default), the lowest id
+    /// any result can have, from `id[gt]` / `id[gt_or_eq]` filters: lets the
+    /// store start its scan there instead of at the first record.
+    pub fn ascending_id_floor(&self) -> Option<Option<u64>> {
+        if self.desc || self.order_by.as_deref().is_some_and(|k| k != "id") {
+            return None;
+        }
+        let floor = self
+            .filters
+            .iter()
+            .filter(|f| f.path.len() == 1 && f.path[0] == "id")
+            .filter_map(|f| {
+                let n = f.values.first()?.num?;
+                match f.op {
+                    Op::Gt => Some(n.floor() as u64 + 1),
+                    Op::GtOrEq => Some(n.ceil() as u64),
+                    _ => None,
+                }
+            })
+            .max();
+        Some(floor)
+    }
+
     /// True if the record satisfies every filter (AND).
     pub fn matches(&self, record: &Map<String, Value>) -> bool {
         self.filters.iter().all(|f| {

@@ -316,7 +316,22 @@ impl Store {
     /// A list GET, evaluated against the live data at this moment (so
     /// offset paging over a moving set skips records, as on Coupa).
     pub fn list(&self, spec: &ObjectSpec, parent: Option<u64>, q: &Query) -> Vec<Record> {
-        let mut hits: Vec<&Record> = self.tables[spec.name]
+        let table = &self.tables[spec.name];
+        // Ascending id order is the table's own order: scan from the id
+        // floor and stop once the page is full (same result, no full sort).
+        if let Some(floor) = q.ascending_id_floor() {
+            return table
+                .range(floor.unwrap_or(0)..)
+                .map(|(_, r)| r)
+                .filter(|r| parent.is_none() || r.parent == parent)
+                .map(|r| &r.record)
+                .filter(|r| q.matches(r))
+                .skip(q.offset)
+                .take(q.limit)
+                .map(|r| q.project(r))
+                .collect();
+        }
+        let mut hits: Vec<&Record> = table
             .values()
             .filter(|r| parent.is_none() || r.parent == parent)
             .map(|r| &r.record)

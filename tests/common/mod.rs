@@ -255,13 +255,13 @@ pub fn outbox(store: &Store) -> Vec<Seen> {
         .unwrap()
         .into_iter()
         .map(|(_, e)| {
-            let data = e.event["data"].as_object().unwrap().clone();
+            let data = e.event_json()["data"].as_object().unwrap().clone();
             Seen {
-                event_id: e.event["id"].as_str().unwrap().to_string(),
+                event_id: e.event_json()["id"].as_str().unwrap().to_string(),
                 object: e.object.clone(),
                 id: record::numeric_id(&data).unwrap(),
-                updated_at: e.event["time"].as_str().and_then(parse_timestamp),
-                ty: e.event["type"].as_str().unwrap().to_string(),
+                updated_at: e.event_json()["time"].as_str().and_then(parse_timestamp),
+                ty: e.event_json()["type"].as_str().unwrap().to_string(),
             }
         })
         .collect()
