@@ -194,11 +194,21 @@ fn environment_overrides_file_values() {
 fn nested_secret_numeric_values_and_scope_lists_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, GOOD.replace("[coupa.oauth]", "[coupa.oauth]\ntoken_url = \"https://acme.coupahost.com/oauth2/token\"")).unwrap();
+    std::fs::write(
+        &path,
+        GOOD.replace(
+            "[coupa.oauth]",
+            "[coupa.oauth]\ntoken_url = \"https://acme.coupahost.com/oauth2/token\"",
+        ),
+    )
+    .unwrap();
     // Distinct keys from the other env test, which may run in parallel.
     std::env::set_var("COUPA_CHANGEFEED__COUPA__OAUTH__CLIENT_SECRET", "20261130");
     std::env::set_var("COUPA_CHANGEFEED__COUPA__OAUTH__CLIENT_ID", "4711");
-    std::env::set_var("COUPA_CHANGEFEED__COUPA__OAUTH__SCOPES", "core.invoice.read,core.supplier.read");
+    std::env::set_var(
+        "COUPA_CHANGEFEED__COUPA__OAUTH__SCOPES",
+        "core.invoice.read,core.supplier.read",
+    );
     let s = Settings::load(Some(&path));
     std::env::remove_var("COUPA_CHANGEFEED__COUPA__OAUTH__CLIENT_SECRET");
     std::env::remove_var("COUPA_CHANGEFEED__COUPA__OAUTH__CLIENT_ID");
@@ -206,6 +216,9 @@ fn nested_secret_numeric_values_and_scope_lists_come_from_the_environment() {
     let s = s.unwrap();
     let o = s.coupa.oauth.as_ref().unwrap();
     assert_eq!(o.client_id, "4711");
-    assert_eq!(secrecy::ExposeSecret::expose_secret(o.client_secret.as_ref().unwrap()), "20261130");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(o.client_secret.as_ref().unwrap()),
+        "20261130"
+    );
     assert_eq!(o.scopes, vec!["core.invoice.read", "core.supplier.read"]);
 }
