@@ -3,10 +3,14 @@
 //! file; `objects` and `state show|reset` work; bad config fails naming
 //! the key.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use common::TestConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const SIM: &str = env!("CARGO_BIN_EXE_coupa-sim");
@@ -153,33 +157,14 @@ fn run_against_coupa_sim_writes_events_and_state_commands_work() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[coupa]
-base_url = "{base}"
-[coupa.oauth]
-client_id = "coupa-sim"
-client_secret = "coupa-sim-secret"
-scopes = ["core.purchase_order.read"]
-[state]
-dir = "{}"
-[poll]
-schedule = "* * * * * *"
-settle = "1s"
-start_from = "2000-01-01T00:00:00Z"
-[[objects]]
-name = "purchase_orders"
-[[sinks]]
-type = "file"
-path = "{}"
-"#,
-            dir.path().join("state").display(),
-            events.display()
-        ),
-    )
-    .unwrap();
+    let text = TestConfig::new(&base, &dir.path().join("state"))
+        .oauth("coupa-sim", "coupa-sim-secret")
+        .coupa("requests_per_second = 20")
+        .poll("settle = \"1s\"")
+        .objects(&["purchase_orders"])
+        .file_sink(&events)
+        .toml();
+    std::fs::write(&config, text).unwrap();
     let run = |expect: usize| {
         let child = Command::new(BIN)
             .args(["run", "--config"])

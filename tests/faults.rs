@@ -7,8 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{check, outbox, sim_config, Rig};
-use coupa_changefeed::config::Settings;
+use common::{check, outbox, sim_config, Rig, TestConfig};
 use coupa_changefeed::sim::{Fault, FaultRule, OAuthClient, SimConfig, Simulator};
 use coupa_changefeed::{app, shutdown};
 use serde_json::json;
@@ -105,35 +104,13 @@ async fn missing_scope_fails_one_object_and_revoked_token_is_reminted() {
     }
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let text = format!(
-        r#"
-[coupa]
-base_url = "{}"
-max_backoff = "50ms"
-[coupa.oauth]
-client_id = "daemon"
-client_secret = "oauth-secret-4471"
-[state]
-dir = "{}"
-[poll]
-schedule = "* * * * * *"
-settle = "1s"
-start_from = "2000-01-01T00:00:00Z"
-[[objects]]
-name = "purchase_orders"
-[[objects]]
-name = "invoices"
-[[objects]]
-name = "users"
-[[sinks]]
-type = "file"
-path = "{}"
-"#,
-        sim.base_url(),
-        dir.path().join("state").display(),
-        events.display()
-    );
-    let settings = Settings::from_toml(&text).unwrap();
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .oauth("daemon", "oauth-secret-4471")
+        .coupa("max_backoff = \"50ms\"")
+        .poll("settle = \"1s\"")
+        .objects(&["purchase_orders", "invoices", "users"])
+        .file_sink(&events)
+        .settings();
     let (handles, pollers, sinks) = app::build(&settings).unwrap();
     let (trigger, listener) = shutdown::channel();
     let daemon = tokio::spawn(app::run_built(handles.clone(), pollers, sinks, listener));

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use coupa_changefeed::config::Settings;
@@ -26,57 +26,117 @@ pub fn sim_config() -> SimConfig {
     }
 }
 
-/// Config text for polling `objects` with fast, test-sized settings;
-/// `extra_*` lines (`key = value`) replace or add keys of their section.
-pub fn config_text(
-    base_url: &str,
-    dir: &Path,
-    objects: &[&str],
-    extra_coupa: &str,
-    extra_poll: &str,
-) -> String {
-    fn section(defaults: &[(&str, String)], extra: &str) -> String {
-        let mut lines: Vec<(String, String)> = defaults
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        for l in extra.lines().filter(|l| l.contains('=')) {
-            let (k, v) = l.split_once('=').unwrap();
-            let (k, v) = (k.trim().to_string(), v.trim().to_string());
-            match lines.iter_mut().find(|(key, _)| *key == k) {
-                Some(slot) => slot.1 = v,
-                None => lines.push((k, v)),
-            }
-        }
-        lines.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+/// A daemon config for tests: fast, test-sized defaults that each test
+/// adjusts key by key.
+pub struct TestConfig {
+    dir: PathBuf,
+    objects: Vec<String>,
+    coupa: Vec<(String, String)>,
+    oauth: Option<(String, String)>,
+    poll: Vec<(String, String)>,
+    sink_file: Option<PathBuf>,
+}
+
+fn set(section: &mut Vec<(String, String)>, key: &str, toml_value: &str) {
+    match section.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = toml_value.to_string(),
+        None => section.push((key.to_string(), toml_value.to_string())),
     }
-    let coupa = section(
-        &[
-            ("base_url", format!("\"{base_url}\"")),
-            ("api_key", format!("\"{API_KEY}\"")),
-            ("requests_per_second", "200".into()),
-            ("timeout", "\"2s\"".into()),
-            ("max_backoff", "\"100ms\"".into()),
-        ],
-        extra_coupa,
-    );
-    let poll = section(
-        &[
-            ("schedule", "\"* * * * * *\"".into()),
-            ("lookback", "\"5m\"".into()),
-            ("settle", "\"2s\"".into()),
-            ("start_from", "\"2000-01-01T00:00:00Z\"".into()),
-        ],
-        extra_poll,
-    );
-    let objs: String = objects
-        .iter()
-        .map(|o| format!("[[objects]]\nname = \"{o}\"\n"))
-        .collect();
-    format!(
-        "[coupa]\n{coupa}[state]\ndir = \"{}\"\n[poll]\n{poll}{objs}",
-        dir.display()
-    )
+}
+
+/// `key = value` lines into (key, value) pairs.
+fn pairs(lines: &str) -> impl Iterator<Item = (&str, &str)> {
+    lines
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+}
+
+impl TestConfig {
+    /// API-key auth, 200 req/s, 2 s timeout, every-second schedule, 2 s
+    /// settle, history from 2000, no sink (the outbox is inspected).
+    pub fn new(base_url: &str, dir: &Path) -> TestConfig {
+        let q = |s: &str| format!("\"{s}\"");
+        TestConfig {
+            dir: dir.to_path_buf(),
+            objects: Vec::new(),
+            coupa: vec![
+                ("base_url".into(), q(base_url)),
+                ("api_key".into(), q(API_KEY)),
+                ("requests_per_second".into(), "200".into()),
+                ("timeout".into(), q("2s")),
+                ("max_backoff".into(), q("100ms")),
+            ],
+            oauth: None,
+            poll: vec![
+                ("schedule".into(), q("* * * * * *")),
+                ("lookback".into(), q("5m")),
+                ("settle".into(), q("2s")),
+                ("start_from".into(), q("2000-01-01T00:00:00Z")),
+            ],
+            sink_file: None,
+        }
+    }
+
+    pub fn objects(mut self, objects: &[&str]) -> Self {
+        self.objects = objects.iter().map(|o| o.to_string()).collect();
+        self
+    }
+
+    /// `key = value` lines (TOML values) for `[coupa]`.
+    pub fn coupa(mut self, lines: &str) -> Self {
+        for (k, v) in pairs(lines) {
+            set(&mut self.coupa, k, v);
+        }
+        self
+    }
+
+    /// `key = value` lines (TOML values) for `[poll]`.
+    pub fn poll(mut self, lines: &str) -> Self {
+        for (k, v) in pairs(lines) {
+            set(&mut self.poll, k, v);
+        }
+        self
+    }
+
+    /// OAuth client credentials instead of the API key.
+    pub fn oauth(mut self, client_id: &str, secret: &str) -> Self {
+        self.coupa.retain(|(k, _)| k != "api_key");
+        self.oauth = Some((client_id.into(), secret.into()));
+        self
+    }
+
+    /// A JSON Lines file sink.
+    pub fn file_sink(mut self, path: &Path) -> Self {
+        self.sink_file = Some(path.to_path_buf());
+        self
+    }
+
+    pub fn toml(&self) -> String {
+        let lines = |s: &[(String, String)]| -> String {
+            s.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+        };
+        let mut t = format!("[coupa]\n{}", lines(&self.coupa));
+        if let Some((id, secret)) = &self.oauth {
+            t += &format!("[coupa.oauth]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n");
+        }
+        t += &format!(
+            "[state]\ndir = \"{}\"\n[poll]\n{}",
+            self.dir.display(),
+            lines(&self.poll)
+        );
+        for o in &self.objects {
+            t += &format!("[[objects]]\nname = \"{o}\"\n");
+        }
+        if let Some(p) = &self.sink_file {
+            t += &format!("[[sinks]]\ntype = \"file\"\npath = \"{}\"\n", p.display());
+        }
+        t
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::from_toml(&self.toml()).expect("test config is valid")
+    }
 }
 
 /// One object's poller over a real store and client.
@@ -104,14 +164,11 @@ impl Rig {
     ) -> Rig {
         let sim = Simulator::start(cfg).await.expect("simulator starts");
         let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::from_toml(&config_text(
-            &sim.base_url(),
-            dir.path(),
-            objects,
-            extra_coupa,
-            extra_poll,
-        ))
-        .expect("test config is valid");
+        let settings = TestConfig::new(&sim.base_url(), dir.path())
+            .objects(objects)
+            .coupa(extra_coupa)
+            .poll(extra_poll)
+            .settings();
         let store = Store::open(&settings.state.dir).unwrap();
         let client = CoupaClient::new(&settings.coupa).unwrap();
         let pollers = settings
