@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{FixedOffset, SubsecRound};
-use common::{check, outbox, sim_config, Rig};
+use common::{check, check_exact, outbox, sim_config, Rig};
 use coupa_changefeed::sim::{Fault, FaultRule, RateLimit};
 use serde_json::json;
 
@@ -31,7 +31,7 @@ async fn many_records_sharing_one_second_across_pages() {
         "170 records take 4 pages and an empty one, got {}",
         r.requests
     );
-    let got = check(&rig.sim, "purchase_orders", &outbox(&rig.store));
+    let got = check_exact(&rig.sim, "purchase_orders", &outbox(&rig.store));
     assert_eq!(got.len(), 170);
     assert!(outbox(&rig.store)
         .iter()
@@ -86,7 +86,7 @@ async fn late_commit_behind_hwm_inside_lookback_is_delivered() {
         .sim
         .create("invoices", json!({"updated-at": late, "created-at": late}));
     rig.catch_up().await;
-    let got = check(&rig.sim, "invoices", &outbox(&rig.store));
+    let got = check_exact(&rig.sim, "invoices", &outbox(&rig.store));
     assert!(
         got.iter().any(|(id, _)| Some(*id) == rec["id"].as_u64()),
         "late commit lost"
@@ -174,7 +174,10 @@ async fn short_pages_while_more_records_exist_lose_nothing() {
         rig.sim.create("invoices", json!({}));
     }
     rig.catch_up().await;
-    assert_eq!(check(&rig.sim, "invoices", &outbox(&rig.store)).len(), 260);
+    assert_eq!(
+        check_exact(&rig.sim, "invoices", &outbox(&rig.store)).len(),
+        260
+    );
 }
 
 #[tokio::test]
@@ -188,7 +191,7 @@ async fn host_clock_minutes_off_loses_nothing() {
             rig.sim.create("purchase_orders", json!({}));
         }
         rig.catch_up().await;
-        let got = check(&rig.sim, "purchase_orders", &outbox(&rig.store));
+        let got = check_exact(&rig.sim, "purchase_orders", &outbox(&rig.store));
         assert_eq!(got.len(), 20, "sim clock {offset_min} min off");
     }
 }
@@ -206,7 +209,7 @@ async fn timestamps_in_several_offsets_normalise() {
     }
     rig.catch_up().await;
     let delivered = outbox(&rig.store);
-    assert_eq!(check(&rig.sim, "users", &delivered).len(), 40);
+    assert_eq!(check_exact(&rig.sim, "users", &delivered).len(), 40);
     let raw = rig.store.outbox_after(0, 100).unwrap();
     let offsets: std::collections::HashSet<String> = raw
         .iter()
@@ -266,8 +269,11 @@ async fn rate_limits_errors_and_timeouts_lose_nothing_and_rate_holds() {
         });
         rig.catch_up().await;
         let delivered = outbox(&rig.store);
-        assert_eq!(check(&rig.sim, "invoices", &delivered).len(), 120);
-        assert_eq!(check(&rig.sim, "purchase_orders", &delivered).len(), 120);
+        assert_eq!(check_exact(&rig.sim, "invoices", &delivered).len(), 120);
+        assert_eq!(
+            check_exact(&rig.sim, "purchase_orders", &delivered).len(),
+            120
+        );
         let log = rig.sim.requests();
         let statuses: Vec<u16> = log.iter().map(|r| r.status).collect();
         assert!(statuses.contains(&500) && statuses.contains(&503));
@@ -322,7 +328,10 @@ async fn crash_between_pages_resumes_without_loss_or_duplicates() {
     rig.catch_up().await;
     let delivered = outbox(&rig.store);
     assert_eq!(delivered.len(), 400, "every record exactly once");
-    assert_eq!(check(&rig.sim, "purchase_orders", &delivered).len(), 400);
+    assert_eq!(
+        check_exact(&rig.sim, "purchase_orders", &delivered).len(),
+        400
+    );
 }
 
 #[tokio::test]
@@ -342,14 +351,14 @@ async fn nested_supplier_sites_are_polled_through_their_parents_within_budget() 
         }
     }
     rig.catch_up().await;
-    let first = check(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    let first = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
     assert_eq!(first.len(), rig.sim.versions("supplier_sites").len());
     // A site edited later is caught by the next window.
     let site = rig.sim.versions("supplier_sites")[0].id;
     rig.sim
         .update("supplier_sites", site, json!({"name": "Renamed site"}));
     rig.catch_up().await;
-    let after = check(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    let after = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
     assert_eq!(after.len(), first.len() + 1);
     let ev = rig.store.outbox_after(0, 1000).unwrap();
     assert!(ev.iter().any(|(_, e)| e.event_json()["source"]
@@ -382,4 +391,50 @@ async fn records_without_updated_at_are_published_not_dropped() {
         .collect();
     assert_eq!(undated.len(), 1);
     assert_eq!(undated[0].1.event_json()["type"], "coupa.item.updated");
+}
+
+#[tokio::test]
+async fn a_row_served_twice_is_one_event_and_a_server_ignoring_id_gt_is_an_error() {
+    let rig = Rig::new(sim_config(), &["items"]).await;
+    rig.sim.create("items", json!({}));
+    rig.catch_up().await;
+    let t = stamp(rig.sim.now().trunc_subsecs(0) - chrono::Duration::seconds(3));
+    let row =
+        format!(r#"{{"id": 500, "name": "twice", "created-at": "{t}", "updated-at": "{t}"}}"#);
+    rig.sim.inject(FaultRule {
+        fault: Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(format!("[{row},{row}]")),
+        },
+        times: 1,
+        path_contains: Some("/api/items".into()),
+    });
+    let r = rig.poll().await;
+    assert_eq!((r.events, r.repeats), (1, 1));
+
+    // The same page whatever `id[gt]` says: refuse instead of looping.
+    rig.sim.inject(FaultRule {
+        fault: Fault::Status {
+            status: 200,
+            retry_after: None,
+            body: Some(format!("[{row}]")),
+        },
+        times: usize::MAX,
+        path_contains: Some("/api/items".into()),
+    });
+    rig.sim.set_clock_offset(chrono::Duration::seconds(30));
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        if let Err(e) = rig.pollers[0].poll_once(&rig.shutdown).await {
+            errors.push(e.to_string());
+        }
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("ignored the `id[gt]` filter")),
+        "{errors:?}"
+    );
+    assert!(rig.sim.requests().len() < 40, "bounded");
 }

@@ -364,3 +364,25 @@ pub fn check(sim: &Simulator, object: &str, delivered: &[Seen]) -> BTreeSet<(u64
     );
     got
 }
+
+/// [`check`], and the delivered set is exactly every version the simulator
+/// ever showed (for scenarios where no version is superseded between polls).
+pub fn check_exact(
+    sim: &Simulator,
+    object: &str,
+    delivered: &[Seen],
+) -> BTreeSet<(u64, DateTime<Utc>)> {
+    let got = check(sim, object, delivered);
+    let all: BTreeSet<(u64, DateTime<Utc>)> = sim
+        .versions(object)
+        .iter()
+        .map(|v| (v.id, v.updated_at))
+        .collect();
+    let missing: Vec<_> = all.difference(&got).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "versions of {object} never delivered, e.g. {missing:?}"
+    );
+    assert_eq!(got, all);
+    got
+}
