@@ -515,8 +515,9 @@ impl Poller {
             let mut q = vec![
                 ("order_by".to_string(), "id".to_string()),
                 ("dir".to_string(), "asc".to_string()),
+                // No `fields=["id"]`: smaller pages, but a server that
+                // rejects the parameter would stop nested objects entirely.
                 ("limit".to_string(), "50".to_string()),
-                ("fields".to_string(), "[\"id\"]".to_string()),
             ];
             if let Some(d) = done {
                 q.push(("id[gt]".into(), d.to_string()));
