@@ -146,8 +146,9 @@ pub struct Version {
     pub id: u64,
     pub updated_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    /// The record exactly as the API rendered it while this version was current.
-    pub record: Map<String, Value>,
+    /// The record exactly as the API rendered it while this version was
+    /// current (shared with the live table while it is).
+    pub record: Arc<Map<String, Value>>,
     /// Sim clock when the version became visible (differs from
     /// `updated_at` for late commits).
     pub appeared_at: DateTime<Utc>,

@@ -6,6 +6,7 @@
 //! bytes. Knows nothing of HTTP.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use rand::rngs::StdRng;
@@ -21,7 +22,8 @@ pub(crate) type Record = Map<String, Value>;
 
 /// The current state of one record.
 pub(crate) struct Row {
-    pub record: Record,
+    /// Shared with the version log's entry for the current version.
+    pub record: Arc<Record>,
     /// Parent record id for nested objects (supplier sites, remit-to addresses).
     pub parent: Option<u64>,
     /// Index of the current version in [`Store::versions`].
@@ -218,18 +220,19 @@ impl Store {
         record.insert("created-at".into(), render_time(created, offset).into());
         record.insert("updated-at".into(), render_time(updated, offset).into());
 
+        let shared = Arc::new(record.clone());
         self.versions.push(Version {
             object: spec.name.into(),
             id,
             updated_at: updated,
             created_at: created,
-            record: record.clone(),
+            record: shared.clone(),
             appeared_at: now,
             superseded_at: None,
         });
         let version = self.versions.len() - 1;
         let row = Row {
-            record: record.clone(),
+            record: shared,
             parent,
             version,
         };
@@ -261,23 +264,23 @@ impl Store {
             .get_mut(spec.name)
             .and_then(|t| t.get_mut(&id))
             .expect("checked above");
+        // The old version keeps its copy; this one gets its own.
+        let current = Arc::make_mut(&mut row.record);
         let mut bump_revision = true;
         for (k, v) in patch {
-            let key = record_key(&k, &row.record);
+            let key = record_key(&k, current);
             bump_revision &= key != "internal-revision";
-            row.record.insert(key, v);
+            current.insert(key, v);
         }
         // Coupa raises internal-revision on every PO change (`version` only
         // on supplier-facing revisions), so a plain update bumps it.
         if bump_revision {
-            if let Some(n) = row.record.get("internal-revision").and_then(Value::as_u64) {
-                row.record
-                    .insert("internal-revision".into(), (n + 1).into());
+            if let Some(n) = current.get("internal-revision").and_then(Value::as_u64) {
+                current.insert("internal-revision".into(), (n + 1).into());
             }
         }
-        row.record
-            .insert("updated-at".into(), render_time(updated, offset).into());
-        let record = row.record.clone();
+        current.insert("updated-at".into(), render_time(updated, offset).into());
+        let shared = row.record.clone();
         let previous = row.version;
         row.version = self.versions.len();
 
@@ -288,21 +291,21 @@ impl Store {
             id,
             updated_at: updated,
             created_at,
-            record: record.clone(),
+            record: shared.clone(),
             appeared_at: now,
             superseded_at: None,
         });
-        Ok(Some(record))
+        Ok(Some((*shared).clone()))
     }
 
     pub fn get(&self, spec: &ObjectSpec, id: u64) -> Option<Record> {
-        self.tables[spec.name].get(&id).map(|r| r.record.clone())
+        self.tables[spec.name].get(&id).map(|r| (*r.record).clone())
     }
 
     /// One record as the API shows it, only if it sits under `parent` (nested objects).
     pub fn get_under(&self, spec: &ObjectSpec, parent: Option<u64>, id: u64) -> Option<Record> {
         let row = self.tables[spec.name].get(&id)?;
-        (parent.is_none() || row.parent == parent).then(|| row.record.clone())
+        (parent.is_none() || row.parent == parent).then(|| (*row.record).clone())
     }
 
     pub fn versions(&self, object: &str) -> Vec<Version> {
@@ -324,7 +327,7 @@ impl Store {
                 .range(floor.unwrap_or(0)..)
                 .map(|(_, r)| r)
                 .filter(|r| parent.is_none() || r.parent == parent)
-                .map(|r| &r.record)
+                .map(|r| &*r.record)
                 .filter(|r| q.matches(r))
                 .skip(q.offset)
                 .take(q.limit)
@@ -334,7 +337,7 @@ impl Store {
         let mut hits: Vec<&Record> = table
             .values()
             .filter(|r| parent.is_none() || r.parent == parent)
-            .map(|r| &r.record)
+            .map(|r| &*r.record)
             .filter(|r| q.matches(r))
             .collect();
         q.sort(&mut hits);

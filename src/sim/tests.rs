@@ -542,7 +542,7 @@ async fn version_log_is_the_ground_truth() {
         "a late create is created when it claims"
     );
     assert!(v[2].appeared_at > past + chrono::Duration::minutes(29));
-    assert_eq!(v[3].record, sim.get("purchase_orders", 1).unwrap());
+    assert_eq!(*v[3].record, sim.get("purchase_orders", 1).unwrap());
     assert_eq!(v[3].record["status"], "closed");
     assert!(sim.versions("invoices").is_empty());
 }
