@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::coupa::client::CoupaClient;
@@ -60,7 +60,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     run_built(handles, pollers, sinks, shutdown).await
 }
 
-/// Runs already-built parts (lets callers keep the [`Handles`]).
+/// Runs already-built parts (lets callers keep the [`Handles`]). A task
+/// that ends on its own (a panic) stops the whole daemon with an error, so
+/// a supervisor restarts it instead of an object silently going quiet.
 pub async fn run_built(
     handles: Handles,
     pollers: Vec<Poller>,
@@ -75,9 +77,11 @@ pub async fn run_built(
             .collect::<Vec<_>>(),
     );
     info!(objects = pollers.len(), sinks = names.len(), state = %store.dir().display(), "daemon started");
+    // Tasks listen to an inner signal: the outer one, or a task's failure.
+    let (stop, inner) = crate::shutdown::channel();
     let mut poll_tasks = JoinSet::new();
     for p in pollers {
-        poll_tasks.spawn(p.run(shutdown.clone()));
+        poll_tasks.spawn(p.run(inner.clone()));
     }
     let mut sink_tasks = JoinSet::new();
     for s in sinks {
@@ -85,10 +89,18 @@ pub async fn run_built(
             s,
             store.clone(),
             names.clone(),
-            shutdown.clone(),
+            inner.clone(),
         ));
     }
-    shutdown.recv().await;
+    let failure = tokio::select! {
+        _ = shutdown.recv() => None,
+        Some(r) = poll_tasks.join_next() => Some(format!("a poller stopped unexpectedly: {}", describe(r))),
+        Some(r) = sink_tasks.join_next() => Some(format!("a sink stopped unexpectedly: {}", describe(r))),
+    };
+    if let Some(f) = &failure {
+        error!("{f}; stopping the daemon");
+    }
+    stop.fire();
     info!("shutting down: pollers finish their page");
     while poll_tasks.join_next().await.is_some() {}
     if tokio::time::timeout(SHUTDOWN_DRAIN, async {
@@ -105,5 +117,22 @@ pub async fn run_built(
     }
     store.flush().await?;
     info!(backlog = store.outbox_len(), "stopped");
-    Ok(())
+    match failure {
+        Some(f) => Err(anyhow::anyhow!(f)),
+        None => Ok(()),
+    }
+}
+
+fn describe(r: Result<(), tokio::task::JoinError>) -> String {
+    match r {
+        Ok(()) => "it returned".into(),
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into())
+        }
+        Err(e) => e.to_string(),
+    }
 }
