@@ -680,7 +680,7 @@ impl Settings {
 /// Turns the `config` crate's errors into ours, keeping the key it names.
 /// Values of secret keys never reach the message.
 fn from_config_error(e: config::ConfigError) -> ConfigError {
-    let (key, inner) = match &e {
+    let (at, inner) = match &e {
         config::ConfigError::Type { key: Some(k), .. } => (Some(k.clone()), None),
         config::ConfigError::At {
             key: Some(k),
@@ -690,19 +690,26 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
         _ => (None, None),
     };
     let text = inner.unwrap_or_else(|| e.to_string());
-    let key = key.unwrap_or_else(|| {
-        // serde names the field in backticks: "unknown field `foo`, expected ...".
-        text.split('`')
-            .nth(1)
-            .filter(|_| text.contains("field"))
-            .unwrap_or("config")
-            .to_string()
-    });
+    // serde names the field: "unknown field `foo`, expected ..." or
+    // `missing configuration field "coupa"`.
+    let named = text
+        .split(['`', '"'])
+        .nth(1)
+        .filter(|_| text.contains("field"))
+        .map(str::to_string);
+    let key = match (at, named) {
+        (Some(at), Some(field)) if text.contains("unknown field") => format!("{at}.{field}"),
+        (Some(at), _) => at,
+        (None, Some(field)) => field,
+        (None, None) => "config".to_string(),
+    };
     let secret = ["secret", "api_key", "token", "password"]
         .iter()
         .any(|s| key.contains(s));
     let message = if secret {
         "has the wrong type (value not shown: it is a secret)".to_string()
+    } else if text.contains("missing") && !key.contains('.') && !key.contains('[') {
+        format!("{text}; pass --config FILE or set {ENV_PREFIX}__<SECTION>__<KEY> variables")
     } else {
         text
     };

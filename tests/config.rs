@@ -43,7 +43,19 @@ fn unknown_key_is_named() {
         "[[objects]]",
         "[poll]\nschedul = \"* * * * * *\"\n[[objects]]",
     ));
-    assert!(e.contains("schedul"), "{e}");
+    assert!(e.contains("`poll.schedul`"), "{e}");
+    let e = err(&format!("{GOOD}colour = \"blue\"\n"));
+    assert!(e.contains("`objects[0].colour`"), "{e}");
+    let e = err(&format!("[delivery]\nx = 1\n{GOOD}"));
+    assert!(
+        e.contains("`delivery`") && e.contains("unknown field"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("base_url = \"https://acme.coupahost.com\"\n", ""));
+    assert!(
+        e.contains("`coupa.base_url`") && e.contains("missing"),
+        "{e}"
+    );
 }
 
 #[test]
