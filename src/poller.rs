@@ -49,6 +49,9 @@ pub enum PollError {
     Protocol { object: String, detail: String },
 }
 
+/// Records each offset-mode page re-reads from the previous one.
+pub const OFFSET_OVERLAP: usize = 10;
+
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollReport {
@@ -275,6 +278,7 @@ impl Poller {
             last_id: None,
             parents_done: None,
             parent: None,
+            offset: state.offset_paging.then_some(0),
         };
         state.window = Some(window.clone());
         self.store
@@ -294,7 +298,12 @@ impl Poller {
         }
     }
 
-    fn page_query(&self, window: &Window, last_id: Option<u64>) -> Vec<(String, String)> {
+    fn page_query(
+        &self,
+        window: &Window,
+        last_id: Option<u64>,
+        offset: Option<u64>,
+    ) -> Vec<(String, String)> {
         let mut q: Vec<(String, String)> = self
             .plan
             .filter
@@ -303,8 +312,13 @@ impl Poller {
             .collect();
         q.push(("updated_at[gt_or_eq]".into(), query_time(window.lo)));
         q.push(("updated_at[lt]".into(), query_time(window.hi)));
-        if let Some(id) = last_id {
-            q.push(("id[gt]".into(), id.to_string()));
+        match offset {
+            Some(k) => q.push(("offset".into(), k.to_string())),
+            None => {
+                if let Some(id) = last_id {
+                    q.push(("id[gt]".into(), id.to_string()));
+                }
+            }
         }
         q.push(("order_by".into(), "id".into()));
         q.push(("dir".into(), "asc".into()));
@@ -324,8 +338,16 @@ impl Poller {
         q
     }
 
-    /// Pages one list of the window from its persisted `last_id` until an
+    /// Pages one list of the window from its persisted position until an
     /// empty page. Returns `false` if it stopped early for shutdown.
+    ///
+    /// Paging is by `id[gt]`. A server that ignores `id[gt]` or the id
+    /// order (or sends non-numeric ids) cannot be paged that way; rather
+    /// than stop the object, the window restarts in offset paging with an
+    /// overlap of [`OFFSET_OVERLAP`] records between pages, so up to that
+    /// many records leaving the window between two requests shift nothing
+    /// past us (repeats from the overlap are dropped by the seen-set). The
+    /// object stays in offset mode, with a warning.
     async fn page_list(
         &self,
         list: &ListCursor<'_>,
@@ -333,12 +355,18 @@ impl Poller {
         report: &mut PollReport,
         shutdown: &Shutdown,
     ) -> Result<bool, PollError> {
-        let mut last_id = state.window.as_ref().and_then(|w| w.last_id);
+        // Offset mode: the previous page's ids, to catch a server that
+        // ignores `offset` as well (it would serve the same page forever).
+        let mut previous: Option<Vec<Option<String>>> = None;
         loop {
             if shutdown.is_shutdown() {
                 return Ok(false);
             }
-            let query = self.page_query(list.window, last_id);
+            let (last_id, offset) = state
+                .window
+                .as_ref()
+                .map_or((None, None), |w| (w.last_id, w.offset));
+            let query = self.page_query(list.window, last_id, offset);
             let page = self
                 .client
                 .list(&list.path, &query)
@@ -348,56 +376,65 @@ impl Poller {
             if page.is_empty() {
                 return Ok(true);
             }
-            report.records += page.len() as u64;
-            let next_id = self.next_last_id(&page, last_id, &list.path)?;
-            let (events, seen) = self.detect(&page, &list.origin, report)?;
             let w = state.window.as_mut().expect("window is open");
-            w.last_id = Some(next_id);
+            match offset {
+                None => match self.next_last_id(&page, last_id) {
+                    Ok(next) => w.last_id = Some(next),
+                    Err(why) => {
+                        warn!(object = %self.plan.name, path = %list.path, problem = %why, "cannot page by id; re-reading this window by offset with overlap");
+                        w.last_id = None;
+                        w.offset = Some(0);
+                        state.offset_paging = true;
+                        self.store
+                            .put_object_state(&self.plan.name, state)
+                            .await
+                            .map_err(|e| self.store_err(e))?;
+                        continue;
+                    }
+                },
+                Some(k) => {
+                    let ids: Vec<Option<String>> = page.iter().map(record::id).collect();
+                    if k > 0 && previous.as_ref() == Some(&ids) {
+                        return Err(PollError::Protocol {
+                            object: self.plan.name.clone(),
+                            detail: format!("{} ignores both `id[gt]` and `offset` (the same page at offset {k}); cannot page it", list.path),
+                        });
+                    }
+                    previous = Some(ids);
+                    let advance = page.len().saturating_sub(OFFSET_OVERLAP).max(1) as u64;
+                    w.offset = Some(k + advance);
+                }
+            }
+            report.records += page.len() as u64;
+            let (events, seen) = self.detect(&page, &list.origin, report)?;
             self.store
                 .commit_page(&self.plan.name, state, &seen, events)
                 .await
                 .map_err(|e| self.store_err(e))?;
-            last_id = Some(next_id);
         }
     }
 
-    /// The page's highest id, which must move past the previous one: a
-    /// server that ignores `id[gt]` or `order_by=id` would otherwise make
-    /// us loop forever or skip records, so either is a clear error.
-    fn next_last_id(
-        &self,
-        page: &[Record],
-        prev: Option<u64>,
-        path: &str,
-    ) -> Result<u64, PollError> {
+    /// The page's highest id, which must move past the previous one. Says
+    /// why not when the page shows the server ignores `id[gt]` or the id
+    /// order, or has records without numeric ids: paging on would loop
+    /// forever or skip records.
+    fn next_last_id(&self, page: &[Record], prev: Option<u64>) -> Result<u64, String> {
         let ids: Vec<u64> = page.iter().filter_map(record::numeric_id).collect();
         if ids.len() != page.len() {
-            return Err(PollError::Protocol {
-                object: self.plan.name.clone(),
-                detail: format!(
-                    "{path} returned records without a numeric `id`; cannot page by id"
-                ),
-            });
+            return Err("records without a numeric `id`".into());
         }
-        // Equal neighbours (a row served twice) are harmless: detection drops
-        // the repeat. Descending ones mean the order is not by id.
+        // Equal neighbours (a row served twice) are harmless: detection
+        // drops the repeat. Descending ones mean the order is not by id.
         if ids.windows(2).any(|w| w[0] > w[1]) {
-            return Err(PollError::Protocol {
-                object: self.plan.name.clone(),
-                detail: format!("{path} ignored `order_by=id&dir=asc` (ids not ascending); refusing to page unsafely"),
-            });
+            return Err("ids not ascending: `order_by=id&dir=asc` is ignored".into());
         }
         let max = *ids.last().expect("page is not empty");
-        if prev.is_some_and(|p| max <= p) {
-            return Err(PollError::Protocol {
-                object: self.plan.name.clone(),
-                detail: format!(
-                    "{path} ignored the `id[gt]` filter (page ends at id {max}, not after {})",
-                    prev.unwrap_or(0)
-                ),
-            });
+        match prev {
+            Some(p) if max <= p => Err(format!(
+                "the `id[gt]` filter is ignored (page ends at id {max}, not after {p})"
+            )),
+            _ => Ok(max),
         }
-        Ok(max)
     }
 
     /// Turns a page into new events and seen-set entries.
@@ -501,6 +538,7 @@ impl Poller {
                 w.parents_done = Some(pid);
                 w.parent = queue.pop_front();
                 w.last_id = None;
+                w.offset = state.offset_paging.then_some(0);
                 self.store
                     .put_object_state(&self.plan.name, state)
                     .await
@@ -531,7 +569,11 @@ impl Poller {
             if parents.is_empty() {
                 return Ok(true);
             }
-            self.next_last_id(&parents, done, &parent_path)?;
+            self.next_last_id(&parents, done)
+                .map_err(|why| PollError::Protocol {
+                    object: self.plan.name.clone(),
+                    detail: format!("cannot walk the parents at {parent_path}: {why}"),
+                })?;
             queue.extend(parents.iter().filter_map(record::numeric_id));
             state.window.as_mut().expect("window is open").parent = queue.pop_front();
         }

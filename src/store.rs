@@ -56,6 +56,9 @@ pub struct Window {
     /// Nested objects: the parent whose children are being paged.
     #[serde(default)]
     pub parent: Option<u64>,
+    /// Offset paging (for servers that ignore `id[gt]`): the next offset.
+    #[serde(default)]
+    pub offset: Option<u64>,
 }
 
 /// One object's durable polling state.
@@ -68,6 +71,9 @@ pub struct ObjectState {
     pub floor: Option<DateTime<Utc>>,
     /// The open window, if a poll is under way.
     pub window: Option<Window>,
+    /// The server ignores `id[gt]` or the id order: page by offset.
+    #[serde(default)]
+    pub offset_paging: bool,
 }
 
 /// One event waiting in the outbox.
@@ -381,6 +387,8 @@ impl Store {
                     hwm: Some(t),
                     floor: Some(t),
                     window: None,
+                    // What the server supports does not change with a rewind.
+                    offset_paging: self.object_state(object)?.offset_paging,
                 };
                 self.put_object_state(object, &state).await?;
             }
@@ -514,7 +522,7 @@ mod tests {
             let state = ObjectState {
                 hwm: Some(t),
                 floor: Some(t),
-                window: None,
+                ..ObjectState::default()
             };
             let seen = [SeenEntry {
                 updated_at: Some(t),

@@ -32,6 +32,10 @@ pub enum Fault {
     Delay(#[serde(with = "humantime_serde")] Duration),
     /// List responses carry at most `max` records although more match.
     TrimPage { max: usize },
+    /// List requests are answered as if these query parameters (decoded
+    /// names, e.g. `id[gt]`, `order_by`) were absent: a server that does
+    /// not support them.
+    IgnoreParams { names: Vec<String> },
     /// 200 with the real JSON body cut in half.
     MalformedJson,
     /// 200, `text/html`: a load balancer's error page.

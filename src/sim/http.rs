@@ -76,6 +76,10 @@ async fn date_header(State(sh): St, mut resp: Response) -> Response {
 #[derive(Clone, Copy)]
 struct Trim(usize);
 
+/// Query parameters a request is answered without ([`Fault::IgnoreParams`]).
+#[derive(Clone)]
+struct Ignore(Vec<String>);
+
 /// Runs before every API and token request: logs it, applies the rate
 /// limit, then any matching fault, then the configured latency.
 async fn gate(State(sh): St, req: Request, next: Next) -> Response {
@@ -134,6 +138,10 @@ async fn gated(sh: &Shared, mut req: Request, next: Next, path_and_query: &str) 
         }
         Fault::TrimPage { max } => {
             req.extensions_mut().insert(Trim(max));
+            next.run(req).await
+        }
+        Fault::IgnoreParams { names } => {
+            req.extensions_mut().insert(Ignore(names));
             next.run(req).await
         }
         Fault::HtmlPage => faults::html_page(),
@@ -227,7 +235,17 @@ async fn api_get(State(sh): St, req: Request) -> Response {
             "send Accept: application/json (without it Coupa answers XML)",
         );
     }
-    let q = match Query::parse(req.uri().query().unwrap_or("")) {
+    let raw = req.uri().query().unwrap_or("");
+    let raw = match req.extensions().get::<Ignore>() {
+        Some(Ignore(names)) => url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                url::form_urlencoded::parse(raw.as_bytes())
+                    .filter(|(k, _)| !names.iter().any(|n| n == k)),
+            )
+            .finish(),
+        None => raw.to_string(),
+    };
+    let q = match Query::parse(&raw) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, "query", e),
     };
