@@ -24,10 +24,9 @@ use crate::coupa::client::CoupaClient;
 use crate::coupa::error::CoupaError;
 use crate::coupa::objects;
 use crate::coupa::record::{self, query_time, Record, Stamp};
-use crate::event::{canonical_json, ChangeEvent, ChangeKind, Origin};
+use crate::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
 use crate::shutdown::Shutdown;
 use crate::store::{ObjectState, OutboxEntry, SeenEntry, Store, StoreError, Window};
-use sha2::{Digest, Sha256};
 
 /// Why a poll stopped early. The window stays persisted; the next poll
 /// resumes it, so an error never loses a change.
@@ -67,6 +66,19 @@ pub struct PollReport {
     pub undated: u64,
     /// Whether the window completed and the high-water mark moved.
     pub window_complete: bool,
+}
+
+impl PollReport {
+    /// Adds another report's counts (a total over polls or objects); the
+    /// completion flag is the latest one's.
+    pub fn add(&mut self, other: &PollReport) {
+        self.requests += other.requests;
+        self.records += other.records;
+        self.events += other.events;
+        self.repeats += other.repeats;
+        self.undated += other.undated;
+        self.window_complete = other.window_complete;
+    }
 }
 
 /// Live figures per object, read by status and tests.
@@ -173,11 +185,7 @@ impl Poller {
             Ok(r) => {
                 s.last_success = Some(now);
                 s.last_error = None;
-                s.totals.requests += r.requests;
-                s.totals.records += r.records;
-                s.totals.events += r.events;
-                s.totals.repeats += r.repeats;
-                s.totals.undated += r.undated;
+                s.totals.add(r);
             }
             Err(e) => s.last_error = Some(e.to_string()),
         }
@@ -459,7 +467,7 @@ impl Poller {
                 }
             };
             let data = canonical_json(rec);
-            let hash: [u8; 32] = Sha256::digest(&data).into();
+            let hash = content_hash(&data);
             let key = (updated_at, id.clone());
             let known = match in_page.get(&key) {
                 Some(h) => Some(*h),

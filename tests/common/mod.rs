@@ -230,12 +230,7 @@ impl Rig {
                 .poll_once(&self.shutdown)
                 .await
                 .unwrap_or_else(|e| panic!("poll failed: {e}"));
-            total.requests += r.requests;
-            total.records += r.records;
-            total.events += r.events;
-            total.repeats += r.repeats;
-            total.undated += r.undated;
-            total.window_complete = r.window_complete;
+            total.add(&r);
         }
         total
     }
@@ -258,10 +253,7 @@ impl Rig {
         let mut total = PollReport::default();
         for _ in 0..50 {
             let r = self.poll().await;
-            total.requests += r.requests;
-            total.events += r.events;
-            total.repeats += r.repeats;
-            total.records += r.records;
+            total.add(&r);
             let caught_up = self.pollers.iter().all(|p| {
                 let s = self.store.object_state(p.name()).unwrap();
                 s.window.is_none() && s.hwm.is_some_and(|h| h >= target)
