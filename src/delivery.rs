@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tracing::{debug, info, warn};
 
 use crate::shutdown::Shutdown;
@@ -15,14 +14,6 @@ use crate::store::Store;
 
 /// Events per delivery batch.
 pub const BATCH: usize = 500;
-
-/// Backoff after the `n`th consecutive failure: exponential, capped, with
-/// full jitter so many daemons do not retry in step.
-pub fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << n.min(16)).min(cap);
-    let ms = exp.as_millis().max(1) as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
-}
 
 /// Runs one sink until shutdown; on shutdown, delivers what is already
 /// durable once more (bounded by the caller's timeout), then returns.
@@ -76,7 +67,7 @@ pub async fn drain<S: Sink>(
             }
             Err(e) => {
                 failures += 1;
-                let wait = backoff(
+                let wait = crate::backoff::full_jitter(
                     failures,
                     Duration::from_millis(200),
                     Duration::from_secs(30),
@@ -92,21 +83,5 @@ pub async fn drain<S: Sink>(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let cap = Duration::from_secs(5);
-        for n in 0..40 {
-            let d = backoff(n, Duration::from_millis(100), cap);
-            assert!(d <= cap, "{n}: {d:?}");
-        }
-        assert!(backoff(0, Duration::from_millis(100), cap) <= Duration::from_millis(100));
-        assert!(backoff(10, Duration::from_millis(100), cap) >= Duration::from_millis(2500));
     }
 }

@@ -19,9 +19,11 @@
 //!   cursors; entries are released once every sink acknowledged them.
 //! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
 //!   stop signal passed down to every task.
+//! - [`backoff`]: the one retry delay.
 //! - [`sim`]: the Coupa simulator used by tests, benches and [`demo`].
 
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod coupa;
 pub mod delivery;

@@ -13,7 +13,6 @@ use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, DATE, LOCATION, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
@@ -389,7 +388,9 @@ impl Inner {
                     last: Box::new(f.err),
                 });
             }
-            let delay = f.retry_after.unwrap_or_else(|| self.backoff(attempts));
+            let delay = f.retry_after.unwrap_or_else(|| {
+                crate::backoff::full_jitter(attempts, BASE_BACKOFF, self.max_backoff)
+            });
             if matches!(f.err, CoupaError::Status { status: 429, .. }) {
                 self.pause_all(delay);
             }
@@ -517,14 +518,6 @@ impl Inner {
         if p.is_none_or(|t| t < until) {
             *p = Some(until);
         }
-    }
-
-    /// Full-jitter exponential backoff: uniform in [0, min(cap, 250 ms · 2^(n-1))].
-    fn backoff(&self, attempt: u32) -> Duration {
-        let ceiling = BASE_BACKOFF
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-            .min(self.max_backoff);
-        rand::rng().random_range(Duration::ZERO..=ceiling)
     }
 
     fn transport(&self, shown: &str, e: &reqwest::Error, reading_body: bool) -> CoupaError {
