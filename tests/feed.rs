@@ -460,21 +460,37 @@ async fn a_server_ignoring_id_gt_is_paged_by_offset_with_overlap() {
         path_contains: None,
     });
     rig.sim.set_clock_offset(chrono::Duration::seconds(5));
-    // Records leave the window while it is paged by offset (a few per page,
-    // fewer than the overlap): none may be skipped.
+    // Records leave the window while it is paged by offset: three edits
+    // after each request the simulator sees, so fewer departures between
+    // two page requests than the overlap, however loaded the machine is.
     let sim = rig.sim.clone_handle();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
     let editor = tokio::spawn(async move {
-        for i in 0..60u64 {
-            sim.update(
-                "purchase_orders",
-                (i * 7) % 300 + 1,
-                json!({"status": format!("e{i}")}),
-            );
-            tokio::time::sleep(Duration::from_millis(3)).await;
+        let mut seen = sim.requests().len();
+        let mut i = 0u64;
+        while i < 60 && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let now = sim.requests().len();
+            if now == seen {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
+            seen = now;
+            for _ in 0..3 {
+                sim.update(
+                    "purchase_orders",
+                    (i * 7) % 300 + 1,
+                    json!({"status": format!("e{i}")}),
+                );
+                i += 1;
+            }
         }
+        i
     });
     rig.poll().await;
-    editor.await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let edits = editor.await.unwrap();
+    assert!(edits >= 9, "edits happened while paging: {edits}");
     assert!(
         rig.store
             .object_state("purchase_orders")
