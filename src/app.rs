@@ -13,8 +13,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::coupa::client::CoupaClient;
-use crate::delivery;
-use crate::poller::{Poller, PollerStatus};
+use crate::delivery::{Drain, SinkStatus};
+use crate::poller::{Backpressure, Poller, PollerStatus};
 use crate::shutdown::Shutdown;
 use crate::sink::AnySink;
 use crate::store::Store;
@@ -28,6 +28,8 @@ pub struct Handles {
     pub store: Store,
     pub client: CoupaClient,
     pub pollers: BTreeMap<String, Arc<Mutex<PollerStatus>>>,
+    /// Filled when the daemon starts its sinks.
+    pub sinks: Arc<Mutex<BTreeMap<String, Arc<Mutex<SinkStatus>>>>>,
 }
 
 /// Opens everything the settings name; fails with the culprit named.
@@ -36,8 +38,12 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
     let client = CoupaClient::new(&settings.coupa).context("coupa client")?;
     let mut pollers = Vec::new();
     let mut statuses = BTreeMap::new();
+    let gate = Backpressure {
+        sinks: Arc::new(settings.sinks.iter().map(|s| s.name()).collect()),
+        max_backlog: settings.delivery.max_backlog,
+    };
     for plan in settings.plans()? {
-        let p = Poller::new(plan, client.clone(), store.clone());
+        let p = Poller::new(plan, client.clone(), store.clone()).with_backpressure(gate.clone());
         statuses.insert(p.name().to_string(), p.status());
         pollers.push(p);
     }
@@ -50,6 +56,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         store,
         client,
         pollers: statuses,
+        sinks: Arc::default(),
     };
     Ok((handles, pollers, sinks))
 }
@@ -85,12 +92,13 @@ pub async fn run_built(
     }
     let mut sink_tasks = JoinSet::new();
     for s in sinks {
-        sink_tasks.spawn(delivery::drain(
-            s,
-            store.clone(),
-            names.clone(),
-            inner.clone(),
-        ));
+        let drain = Drain::new(s, store.clone(), names.clone());
+        handles
+            .sinks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(drain.name().to_string(), drain.status());
+        sink_tasks.spawn(drain.run(inner.clone()));
     }
     let failure = tokio::select! {
         _ = shutdown.recv() => None,
@@ -110,13 +118,16 @@ pub async fn run_built(
     .is_err()
     {
         warn!(
-            backlog = store.outbox_len(),
+            backlog = store.backlog(&names).unwrap_or_default(),
             "sinks did not drain in time; the rest stays in the outbox"
         );
         sink_tasks.abort_all();
     }
     store.flush().await?;
-    info!(backlog = store.outbox_len(), "stopped");
+    info!(
+        backlog = store.backlog(&names).unwrap_or_default(),
+        "stopped"
+    );
     match failure {
         Some(f) => Err(anyhow::anyhow!(f)),
         None => Ok(()),

@@ -30,7 +30,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             message: message.into(),
@@ -56,6 +56,9 @@ pub struct Settings {
     /// Where events go.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkSettings>,
+    /// What all sinks share (backpressure).
+    #[serde(default)]
+    pub delivery: DeliverySettings,
     /// The health/metrics server.
     #[serde(default)]
     pub server: ServerSettings,
@@ -192,25 +195,76 @@ pub struct ObjectSettings {
     pub fields: Vec<String>,
 }
 
-/// `[[sinks]]`.
+/// `[[sinks]]`: each sink type's settings live beside its code.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkSettings {
     /// JSON Lines to a file or stdout.
-    File {
-        /// Unique sink name (default: `file`).
-        #[serde(default)]
-        name: Option<String>,
-        /// `-` for stdout.
-        path: String,
-    },
+    File(crate::sink::file::FileConfig),
+    /// Signed HTTP POSTs (Standard Webhooks).
+    Webhook(crate::sink::webhook::WebhookConfig),
+    /// Kafka topics.
+    Kafka(crate::sink::kafka::KafkaConfig),
 }
 
 impl SinkSettings {
-    /// The sink's name: its cursor and dead letters are stored under it.
+    /// The sink's name: its cursor and dead letters are stored under it
+    /// (default: its type).
     pub fn name(&self) -> String {
+        let (name, ty) = match self {
+            SinkSettings::File(c) => (&c.name, "file"),
+            SinkSettings::Webhook(c) => (&c.name, "webhook"),
+            SinkSettings::Kafka(c) => (&c.name, "kafka"),
+        };
+        name.clone().unwrap_or_else(|| ty.into())
+    }
+
+    /// Reads secret files and checks the values; `key` is `sinks[i]`.
+    fn prepare(&mut self, key: &str) -> Result<(), ConfigError> {
         match self {
-            SinkSettings::File { name, .. } => name.clone().unwrap_or_else(|| "file".into()),
+            SinkSettings::File(c) => c.prepare(key),
+            SinkSettings::Webhook(c) => c.prepare(key),
+            SinkSettings::Kafka(c) => c.prepare(key),
+        }
+    }
+}
+
+/// `[delivery]`: what all sinks share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Outbox size at which pollers pause until sinks catch up.
+    #[serde(default = "default_max_backlog")]
+    pub max_backlog: u64,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> Self {
+        DeliverySettings {
+            max_backlog: default_max_backlog(),
+        }
+    }
+}
+
+fn default_max_backlog() -> u64 {
+    1_000_000
+}
+
+/// A value that may be given once or as a list (`secret = "…"` or
+/// `secret = ["new", "old"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values as a list.
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v],
+            OneOrMany::Many(v) => v,
         }
     }
 }
@@ -287,10 +341,10 @@ fn default_listen() -> std::net::SocketAddr {
     ([127, 0, 0, 1], 8080).into()
 }
 fn default_sinks() -> Vec<SinkSettings> {
-    vec![SinkSettings::File {
+    vec![SinkSettings::File(crate::sink::file::FileConfig {
         name: None,
         path: "-".into(),
-    }]
+    })]
 }
 
 /// Where a new object's high-water mark starts.
@@ -415,7 +469,7 @@ pub struct ObjectPlan {
 }
 
 /// Reads a secret from a `*_file` path, trimming the trailing newline.
-fn read_secret(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+pub(crate) fn read_secret(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(key, format!("cannot read `{}`: {e}", path.display())))?;
     let text = text.trim_end_matches(['\n', '\r']).to_string();
@@ -500,6 +554,9 @@ impl Settings {
                 o.client_secret = Some(read_secret("coupa.oauth.client_secret_file", &p)?);
             }
         }
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            sink.prepare(&format!("sinks[{i}]"))?;
+        }
         Ok(())
     }
 
@@ -576,6 +633,12 @@ impl Settings {
             }
         }
         self.plans()?;
+        if self.delivery.max_backlog == 0 {
+            return Err(ConfigError::new(
+                "delivery.max_backlog",
+                "must be at least 1",
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         if self.sinks.is_empty() {
             return Err(ConfigError::new("sinks", "no [[sinks]] configured"));
@@ -587,11 +650,11 @@ impl Settings {
                     format!("sink name `{}` is used twice", s.name()),
                 ));
             }
-            match s {
-                SinkSettings::File { path, .. } if path.trim().is_empty() => {
-                    return Err(ConfigError::new(format!("sinks[{i}].path"), "is empty"))
-                }
-                SinkSettings::File { .. } => {}
+            if s.name().trim().is_empty() || s.name().contains('\0') {
+                return Err(ConfigError::new(
+                    format!("sinks[{i}].name"),
+                    "must be a non-empty name",
+                ));
             }
         }
         Ok(())

@@ -2,6 +2,8 @@
 //! encoding, with the deterministic id consumers deduplicate on. Pure
 //! functions: no I/O.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -135,6 +137,26 @@ impl ChangeEvent {
     }
 }
 
+/// The envelope fields sinks put in headers, read back from event bytes.
+#[derive(Debug, serde::Deserialize)]
+pub struct EventHead<'a> {
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    pub ty: Cow<'a, str>,
+    #[serde(borrow)]
+    pub source: Cow<'a, str>,
+    #[serde(borrow)]
+    pub specversion: Cow<'a, str>,
+}
+
+impl<'a> EventHead<'a> {
+    /// Parses the head of a CloudEvent's JSON bytes (`data` is skipped).
+    pub fn parse(event: &'a [u8]) -> Option<EventHead<'a>> {
+        serde_json::from_slice(event).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +204,10 @@ mod tests {
         assert_eq!(ce["id"].as_str().unwrap().len(), 64);
         assert_eq!(ce["data"], json!({"a": 1, "id": 1, "b": 2}));
         assert_eq!(ce["datacontenttype"], "application/json");
+        let bytes = mk(&a).to_json();
+        let head = EventHead::parse(&bytes).unwrap();
+        assert_eq!(head.id, mk(&a).id);
+        assert_eq!(head.ty, "coupa.purchase_order.updated");
+        assert_eq!(head.specversion, "1.0");
     }
 }

@@ -53,6 +53,47 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
+    /// List, replay or drop dead letters (stop the daemon first: the state
+    /// dir is locked while it runs).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Print dead letters with their last error.
+    List {
+        /// Only this sink's.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Print JSON (one object per dead letter, event included).
+        #[arg(long)]
+        json: bool,
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Queue dead letters for delivery again (all, or the given SEQs).
+    Replay {
+        #[arg(long)]
+        sink: Option<String>,
+        /// Sequence numbers from `dlq list`.
+        seqs: Vec<u64>,
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Delete dead letters (the given SEQs, or every one with --all).
+    Drop {
+        #[arg(long)]
+        sink: Option<String>,
+        seqs: Vec<u64>,
+        /// Drop every dead letter (of --sink, if given).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -166,6 +207,73 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::State { action } => state(action).await,
+        Command::Dlq { action } => dlq(action).await,
+    }
+}
+
+/// Opens the store named by the config, checking a `--sink` is configured.
+fn open_for_sink(config: Option<&std::path::Path>, sink: Option<&str>) -> anyhow::Result<Store> {
+    let settings = Settings::load(config)?;
+    if let Some(s) = sink {
+        if !settings.sinks.iter().any(|c| c.name() == s) {
+            let names: Vec<String> = settings.sinks.iter().map(|c| c.name()).collect();
+            anyhow::bail!(
+                "sink `{s}` is not configured (configured: {})",
+                names.join(", ")
+            );
+        }
+    }
+    Ok(Store::open(&settings.state.dir)?)
+}
+
+async fn dlq(action: DlqAction) -> anyhow::Result<()> {
+    match action {
+        DlqAction::List { sink, json, config } => {
+            let store = open_for_sink(config.as_deref(), sink.as_deref())?;
+            let dead = store.dead_letters(sink.as_deref())?;
+            if json {
+                for d in &dead {
+                    let mut v = serde_json::to_value(d)?;
+                    v["object"] = d.entry.object.clone().into();
+                    v["key"] = d.entry.key.clone().into();
+                    v["event"] = d.entry.event_json();
+                    println!("{v}");
+                }
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:>10} {:<24} {:<12} {:>8}  LAST ERROR",
+                "SINK", "SEQ", "OBJECT", "KEY", "ATTEMPTS"
+            );
+            for d in &dead {
+                println!(
+                    "{:<16} {:>10} {:<24} {:<12} {:>8}  {}",
+                    d.sink, d.seq, d.entry.object, d.entry.key, d.attempts, d.error
+                );
+            }
+            println!("{} dead letter(s)", dead.len());
+            Ok(())
+        }
+        DlqAction::Replay { sink, seqs, config } => {
+            let store = open_for_sink(config.as_deref(), sink.as_deref())?;
+            let n = store.replay_dead(sink.as_deref(), &seqs).await?;
+            println!("{n} dead letter(s) queued for delivery; the daemon sends them next");
+            Ok(())
+        }
+        DlqAction::Drop {
+            sink,
+            seqs,
+            all,
+            config,
+        } => {
+            if seqs.is_empty() && !all {
+                anyhow::bail!("name the SEQs to drop, or pass --all");
+            }
+            let store = open_for_sink(config.as_deref(), sink.as_deref())?;
+            let n = store.drop_dead(sink.as_deref(), &seqs).await?;
+            println!("{n} dead letter(s) dropped");
+            Ok(())
+        }
     }
 }
 
@@ -192,6 +300,17 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
                 println!("{name:<28} {hwm:<22} {window}");
             }
             println!("outbox: {} events waiting", store.outbox_len());
+            println!(
+                "\n{:<24} {:>12} {:>10} {:>12}",
+                "SINK", "CURSOR", "BACKLOG", "DEAD LETTERS"
+            );
+            for sink in &settings.sinks {
+                let name = sink.name();
+                let cursor = store.cursor(&name)?;
+                let backlog = store.last_seq().saturating_sub(cursor);
+                let dead = store.dead_letters(Some(&name))?.len();
+                println!("{name:<24} {cursor:>12} {backlog:>10} {dead:>12}");
+            }
             Ok(())
         }
         StateAction::Reset { object, to, config } => {

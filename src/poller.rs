@@ -89,6 +89,17 @@ pub struct PollerStatus {
     pub last_error: Option<String>,
     pub totals: PollReport,
     pub polls: u64,
+    /// Why polling is paused (backpressure), if it is.
+    pub paused: Option<String>,
+}
+
+/// Pauses a poller while the outbox holds `max_backlog` events or more
+/// not yet settled by the slowest sink: a dead sink costs disk, not loss.
+#[derive(Debug, Clone)]
+pub struct Backpressure {
+    /// Every configured sink's name.
+    pub sinks: Arc<Vec<String>>,
+    pub max_backlog: u64,
 }
 
 /// Polls one object.
@@ -97,6 +108,7 @@ pub struct Poller {
     client: CoupaClient,
     store: Store,
     status: Arc<Mutex<PollerStatus>>,
+    gate: Option<Backpressure>,
 }
 
 /// The paging position inside a window's current list.
@@ -114,6 +126,51 @@ impl Poller {
             client,
             store,
             status: Arc::default(),
+            gate: None,
+        }
+    }
+
+    /// Pauses this poller while the outbox is over its limit.
+    pub fn with_backpressure(mut self, gate: Backpressure) -> Poller {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Waits while the outbox is over its limit. `false`: shutdown came first.
+    async fn room(&self, shutdown: &Shutdown) -> bool {
+        let Some(gate) = &self.gate else {
+            return true;
+        };
+        let mut paused = false;
+        loop {
+            let backlog = match self.store.backlog(&gate.sinks) {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(object = %self.plan.name, error = %e, "cannot read the backlog; not pausing");
+                    0
+                }
+            };
+            if backlog < gate.max_backlog {
+                if paused {
+                    info!(object = %self.plan.name, backlog, "sinks caught up; polling resumes");
+                    self.status.lock().expect("status lock").paused = None;
+                }
+                return true;
+            }
+            if !paused {
+                let why = format!(
+                    "backpressure: {backlog} events wait for delivery (delivery.max_backlog = {})",
+                    gate.max_backlog
+                );
+                warn!(object = %self.plan.name, "{why}; polling paused until sinks catch up");
+                self.status.lock().expect("status lock").paused = Some(why);
+                paused = true;
+            }
+            let mut stop = shutdown.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.recv() => return false,
+            }
         }
     }
 
@@ -367,7 +424,7 @@ impl Poller {
         // ignores `offset` as well (it would serve the same page forever).
         let mut previous: Option<Vec<Option<String>>> = None;
         loop {
-            if shutdown.is_shutdown() {
+            if shutdown.is_shutdown() || !self.room(shutdown).await {
                 return Ok(false);
             }
             let (last_id, offset) = state

@@ -9,7 +9,13 @@
 //! - `objects`: object name → JSON [`ObjectState`].
 //! - `seen`: `object \0 ts(i64 µs, sign-flipped BE) id` → sha256 of the record.
 //! - `outbox`: seq (u64 BE) → JSON [`OutboxEntry`].
-//! - `cursors`: sink name → last delivered seq (u64 BE).
+//! - `cursors`: sink name → last delivered seq (u64 BE): every outbox
+//!   entry up to it is settled (delivered or dead-lettered) for that sink.
+//! - `acked`: `sink \0 seq` → empty: settled beyond the cursor (parallel
+//!   lanes finish out of order; kept so a restart repeats nothing).
+//! - `dead`: `sink \0 seq` → JSON [`DeadLetter`] without its event, then
+//!   `\n`, then the event bytes.
+//! - `replay`: `sink \0 seq` → an outbox entry queued again for one sink.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,7 +83,7 @@ pub struct ObjectState {
 }
 
 /// One event waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutboxEntry {
     /// Catalogue or config name of the object.
     pub object: String,
@@ -122,6 +128,79 @@ impl OutboxEntry {
     }
 }
 
+/// An event a sink could not deliver, kept until replayed or dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub sink: String,
+    /// Its outbox sequence number (the handle for replay and drop).
+    pub seq: u64,
+    #[serde(skip)]
+    pub entry: OutboxEntry,
+    /// The last error, as the sink phrased it.
+    pub error: String,
+    /// Attempts made before giving up.
+    pub attempts: u32,
+    pub first_failed: DateTime<Utc>,
+    pub last_failed: DateTime<Utc>,
+}
+
+/// Head of a stored dead letter (the entry is stored beside it).
+#[derive(Serialize, Deserialize)]
+struct DeadHead {
+    object: String,
+    key: String,
+    error: String,
+    attempts: u32,
+    first_failed: DateTime<Utc>,
+    last_failed: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    fn encode(&self) -> Vec<u8> {
+        let head = DeadHead {
+            object: self.entry.object.clone(),
+            key: self.entry.key.clone(),
+            error: self.error.clone(),
+            attempts: self.attempts,
+            first_failed: self.first_failed,
+            last_failed: self.last_failed,
+        };
+        let mut v = serde_json::to_vec(&head).expect("head serialises");
+        v.push(b'\n');
+        v.extend_from_slice(&self.entry.event);
+        v
+    }
+
+    fn decode(sink: String, seq: u64, b: &[u8]) -> Option<DeadLetter> {
+        let cut = b.iter().position(|&c| c == b'\n')?;
+        let head: DeadHead = serde_json::from_slice(&b[..cut]).ok()?;
+        Some(DeadLetter {
+            sink,
+            seq,
+            entry: OutboxEntry {
+                object: head.object,
+                key: head.key,
+                event: b[cut + 1..].to_vec(),
+            },
+            error: head.error,
+            attempts: head.attempts,
+            first_failed: head.first_failed,
+            last_failed: head.last_failed,
+        })
+    }
+}
+
+/// What one delivery round settled for a sink, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Outbox seqs now delivered or dead-lettered.
+    pub outbox: Vec<u64>,
+    /// Replayed seqs now delivered or dead-lettered again.
+    pub replayed: Vec<u64>,
+    /// New dead letters (from either source).
+    pub dead: Vec<DeadLetter>,
+}
+
 /// A seen-set entry written with a page.
 #[derive(Debug, Clone)]
 pub struct SeenEntry {
@@ -144,6 +223,9 @@ struct Inner {
     seen: sled::Tree,
     outbox: sled::Tree,
     cursors: sled::Tree,
+    acked: sled::Tree,
+    dead: sled::Tree,
+    replay: sled::Tree,
     /// Serialises outbox commits so sequence order is commit order: a sink
     /// that has read seq n can never later find a smaller seq appear.
     commit: tokio::sync::Mutex<()>,
@@ -167,6 +249,23 @@ fn seen_prefix(object: &str) -> Vec<u8> {
     let mut k = object.as_bytes().to_vec();
     k.push(0);
     k
+}
+
+/// `sink \0 seq` for the per-sink trees.
+fn sink_key(sink: &str, seq: u64) -> Vec<u8> {
+    let mut k = seen_prefix(sink);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Splits a per-sink key into sink name and seq.
+fn split_sink_key(k: &[u8]) -> Option<(String, u64)> {
+    let cut = k.len().checked_sub(9)?;
+    if k[cut] != 0 {
+        return None;
+    }
+    let sink = String::from_utf8(k[..cut].to_vec()).ok()?;
+    Some((sink, u64_be(&k[cut + 1..])?))
 }
 
 fn seen_key(object: &str, ts: Option<DateTime<Utc>>, id: &str) -> Vec<u8> {
@@ -242,6 +341,9 @@ impl Store {
                 seen: db.open_tree("seen")?,
                 outbox: db.open_tree("outbox")?,
                 cursors: db.open_tree("cursors")?,
+                acked: db.open_tree("acked")?,
+                dead: db.open_tree("dead")?,
+                replay: db.open_tree("replay")?,
                 meta,
                 db,
                 commit: tokio::sync::Mutex::new(()),
@@ -436,8 +538,162 @@ impl Store {
     }
 
     /// Events waiting in the outbox (not yet released by every sink).
+    /// Counts entries: O(n), for tools and tests; see [`Store::backlog`].
     pub fn outbox_len(&self) -> usize {
         self.inner.outbox.len()
+    }
+
+    /// Highest durable seq (0 before the first event).
+    pub fn last_seq(&self) -> u64 {
+        *self.inner.durable_seq.borrow()
+    }
+
+    /// Events not yet settled by the slowest of `sinks`: O(sinks).
+    pub fn backlog(&self, sinks: &[String]) -> Result<u64, StoreError> {
+        let mut min = u64::MAX;
+        for s in sinks {
+            min = min.min(self.cursor(s)?);
+        }
+        Ok(self.last_seq().saturating_sub(min.min(self.last_seq())))
+    }
+
+    /// Outbox seqs `sink` settled beyond its cursor.
+    pub fn acked_beyond(&self, sink: &str) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for kv in self.inner.acked.scan_prefix(seen_prefix(sink)) {
+            if let Some((_, seq)) = split_sink_key(&kv?.0) {
+                out.insert(seq);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records what a delivery round settled, in one transaction, then
+    /// moves the sink's cursor over every settled entry in a row and
+    /// flushes. Nothing settled is delivered again after a restart.
+    pub async fn settle(&self, sink: &str, done: Settled) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let result: Result<(), TransactionError<()>> =
+            (&i.acked, &i.dead, &i.replay).transaction(|(acked, dead, replay)| {
+                for seq in &done.outbox {
+                    acked.insert(sink_key(sink, *seq), &[][..])?;
+                }
+                for seq in &done.replayed {
+                    replay.remove(sink_key(sink, *seq))?;
+                }
+                for d in &done.dead {
+                    dead.insert(sink_key(sink, d.seq), d.encode())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(s) => StoreError::Sled(s),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })?;
+        // Advance the cursor over settled entries in a row. Entries below
+        // the oldest one still in the outbox count as settled.
+        let mut cursor = self.cursor(sink)?;
+        let mut batch = sled::Batch::default();
+        let start = cursor;
+        loop {
+            let next = match i.outbox.range((cursor + 1).to_be_bytes()..).next() {
+                Some(kv) => u64_be(&kv?.0).unwrap_or(u64::MAX),
+                None => break,
+            };
+            let k = sink_key(sink, next);
+            if i.acked.contains_key(&k)? {
+                batch.remove(k);
+                cursor = next;
+            } else {
+                break;
+            }
+        }
+        if cursor != start {
+            i.acked.apply_batch(batch)?;
+            i.cursors.insert(sink, &cursor.to_be_bytes())?;
+        }
+        i.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Entries queued for `sink` by [`Store::replay_dead`], oldest first.
+    pub fn replays(&self, sink: &str, max: usize) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.inner.replay.scan_prefix(seen_prefix(sink)).take(max) {
+            let (k, v) = kv?;
+            let seq = split_sink_key(&k).map_or(0, |(_, s)| s);
+            let entry = OutboxEntry::decode(&v).ok_or_else(|| StoreError::Decode {
+                key: format!("replay/{sink}/{seq}"),
+                detail: "truncated entry".into(),
+            })?;
+            out.push((seq, entry));
+        }
+        Ok(out)
+    }
+
+    /// Dead letters of one sink (or all), by sink then seq.
+    pub fn dead_letters(&self, sink: Option<&str>) -> Result<Vec<DeadLetter>, StoreError> {
+        let prefix = sink.map(seen_prefix).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in self.inner.dead.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            let (name, seq) = split_sink_key(&k).ok_or_else(|| StoreError::Decode {
+                key: format!("dead/{}", String::from_utf8_lossy(&k)),
+                detail: "bad key".into(),
+            })?;
+            let d =
+                DeadLetter::decode(name.clone(), seq, &v).ok_or_else(|| StoreError::Decode {
+                    key: format!("dead/{name}/{seq}"),
+                    detail: "unreadable dead letter".into(),
+                })?;
+            out.push(d);
+        }
+        Ok(out)
+    }
+
+    /// Moves dead letters (of `sink` or all; `seqs` empty = every one) back
+    /// to their sink's replay queue; a running daemon delivers them next.
+    /// Returns how many.
+    pub async fn replay_dead(&self, sink: Option<&str>, seqs: &[u64]) -> Result<usize, StoreError> {
+        let picked = self.pick_dead(sink, seqs)?;
+        let i = &self.inner;
+        let result: Result<(), TransactionError<()>> =
+            (&i.dead, &i.replay).transaction(|(dead, replay)| {
+                for d in &picked {
+                    let k = sink_key(&d.sink, d.seq);
+                    dead.remove(k.clone())?;
+                    replay.insert(k, d.entry.encode())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| match e {
+            TransactionError::Storage(s) => StoreError::Sled(s),
+            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+        })?;
+        i.db.flush_async().await?;
+        // Wake idle sinks (the value is unchanged; receivers still wake).
+        i.durable_seq.send_modify(|_| {});
+        Ok(picked.len())
+    }
+
+    /// Deletes dead letters (of `sink` or all; `seqs` empty = every one).
+    pub async fn drop_dead(&self, sink: Option<&str>, seqs: &[u64]) -> Result<usize, StoreError> {
+        let picked = self.pick_dead(sink, seqs)?;
+        let mut batch = sled::Batch::default();
+        for d in &picked {
+            batch.remove(sink_key(&d.sink, d.seq));
+        }
+        self.inner.dead.apply_batch(batch)?;
+        self.inner.db.flush_async().await?;
+        Ok(picked.len())
+    }
+
+    fn pick_dead(&self, sink: Option<&str>, seqs: &[u64]) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(self
+            .dead_letters(sink)?
+            .into_iter()
+            .filter(|d| seqs.is_empty() || seqs.contains(&d.seq))
+            .collect())
     }
 
     /// The last seq a sink acknowledged (0 = none).

@@ -5,8 +5,31 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{Sink, SinkError};
+use serde::Deserialize;
+
+use super::{same_for_all, Outcome, RetryPolicy, Sink, SinkError};
+use crate::config::ConfigError;
 use crate::store::OutboxEntry;
+
+/// `[[sinks]] type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Unique sink name (default: `file`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `-` for stdout.
+    pub path: String,
+}
+
+impl FileConfig {
+    pub(crate) fn prepare(&mut self, key: &str) -> Result<(), ConfigError> {
+        if self.path.trim().is_empty() {
+            return Err(ConfigError::new(format!("{key}.path"), "is empty"));
+        }
+        Ok(())
+    }
+}
 
 /// Where the lines go.
 enum Target {
@@ -52,7 +75,23 @@ impl Sink for FileSink {
         &self.name
     }
 
-    async fn deliver(&mut self, batch: &[(u64, OutboxEntry)]) -> Result<(), SinkError> {
+    /// A full disk or closed pipe is waited out, never dead-lettered.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retry_age: None,
+            max_backoff: std::time::Duration::from_secs(30),
+        }
+    }
+
+    async fn deliver(&mut self, batch: &[(u64, OutboxEntry)]) -> Vec<Outcome> {
+        let outcome = self.write(batch).await;
+        same_for_all(batch, outcome)
+    }
+}
+
+impl FileSink {
+    /// Writes the whole batch as one append, synced.
+    async fn write(&mut self, batch: &[(u64, OutboxEntry)]) -> Outcome {
         self.buf.clear();
         for (_, e) in batch {
             self.buf.extend_from_slice(&e.event);
@@ -112,8 +151,8 @@ mod tests {
                 },
             )
         };
-        sink.deliver(&[e(1), e(2)]).await.unwrap();
-        sink.deliver(&[e(3)]).await.unwrap();
+        assert!(sink.deliver(&[e(1), e(2)]).await.iter().all(|o| o.is_ok()));
+        assert!(sink.deliver(&[e(3)]).await.iter().all(|o| o.is_ok()));
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n");
         assert!(FileSink::open("f".into(), "/nonexistent/dir/x.jsonl").is_err());

@@ -35,6 +35,8 @@ pub struct TestConfig {
     oauth: Option<(String, String)>,
     poll: Vec<(String, String)>,
     sink_file: Option<PathBuf>,
+    /// Raw `[[sinks]]` bodies and other trailing TOML.
+    extra: Vec<String>,
 }
 
 fn set(section: &mut Vec<(String, String)>, key: &str, toml_value: &str) {
@@ -75,6 +77,7 @@ impl TestConfig {
                 ("start_from".into(), q("2000-01-01T00:00:00Z")),
             ],
             sink_file: None,
+            extra: Vec::new(),
         }
     }
 
@@ -112,6 +115,19 @@ impl TestConfig {
         self
     }
 
+    /// Adds a `[[sinks]]` entry from its body, e.g.
+    /// `type = "webhook"\nurl = "http://127.0.0.1:1/"`.
+    pub fn sink(mut self, body: &str) -> Self {
+        self.extra.push(format!("[[sinks]]\n{body}\n"));
+        self
+    }
+
+    /// Appends raw TOML (e.g. a `[delivery]` section).
+    pub fn raw(mut self, toml: &str) -> Self {
+        self.extra.push(format!("{toml}\n"));
+        self
+    }
+
     pub fn toml(&self) -> String {
         let lines = |s: &[(String, String)]| -> String {
             s.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
@@ -130,6 +146,9 @@ impl TestConfig {
         }
         if let Some(p) = &self.sink_file {
             t += &format!("[[sinks]]\ntype = \"file\"\npath = \"{}\"\n", p.display());
+        }
+        for e in &self.extra {
+            t += e;
         }
         t
     }
@@ -377,4 +396,83 @@ pub fn check_exact(
     );
     assert_eq!(got, all);
     got
+}
+
+/// The whole daemon in-process (`app::build` + `app::run_built`).
+pub struct Daemon {
+    pub handles: coupa_changefeed::app::Handles,
+    trigger: shutdown::Trigger,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    pub fn start(settings: &Settings) -> Daemon {
+        let (handles, pollers, sinks) =
+            coupa_changefeed::app::build(settings).expect("daemon builds");
+        let (trigger, listener) = shutdown::channel();
+        let task = tokio::spawn(coupa_changefeed::app::run_built(
+            handles.clone(),
+            pollers,
+            sinks,
+            listener,
+        ));
+        Daemon {
+            handles,
+            trigger,
+            task,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.handles.store
+    }
+
+    /// One sink's live status (after the sinks started).
+    pub fn sink(&self, name: &str) -> coupa_changefeed::delivery::SinkStatus {
+        let sinks = self.handles.sinks.lock().unwrap();
+        let s = sinks
+            .get(name)
+            .unwrap_or_else(|| panic!("no sink `{name}`"));
+        let st = s.lock().unwrap().clone();
+        st
+    }
+
+    /// Graceful stop; returns the daemon's result.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.trigger.fire();
+        self.task.await.expect("daemon task")
+    }
+}
+
+/// Waits (bounded) until `cond` holds; panics with `what` otherwise.
+pub async fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// A delivered CloudEvent as a [`Seen`] of `object`.
+pub fn seen_event(e: &serde_json::Value, object: &str) -> Seen {
+    let data = e["data"].as_object().expect("event has data").clone();
+    Seen {
+        event_id: e["id"].as_str().unwrap().to_string(),
+        object: object.to_string(),
+        id: record::numeric_id(&data).unwrap(),
+        updated_at: e["time"].as_str().and_then(parse_timestamp),
+        ty: e["type"].as_str().unwrap().to_string(),
+    }
+}
+
+/// The events in a JSON Lines file (none if it does not exist yet).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
 }

@@ -1,0 +1,245 @@
+//! Delivery through the outbox with real sinks on real files: a failing
+//! sink does not hold back the others and catches up; backpressure pauses
+//! the pollers and resumes them; dead letters are listed, replayed and
+//! dropped with the CLI.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{check_exact, read_jsonl, seen_event, sim_config, wait_for, Daemon, TestConfig};
+use coupa_changefeed::sim::{SimConfig, Simulator};
+use coupa_changefeed::store::{DeadLetter, ObjectState, OutboxEntry, Settled, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn file_sink(name: &str, path: &std::path::Path) -> String {
+    format!(
+        "type = \"file\"\nname = \"{name}\"\npath = \"{}\"",
+        path.display()
+    )
+}
+
+async fn sim(records: usize) -> Simulator {
+    Simulator::start(SimConfig {
+        initial_records: records,
+        change_rate: 0.0,
+        ..sim_config()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_does_not_hold_back_another_and_catches_up() {
+    let sim = sim(30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.jsonl");
+    let bad_dir = dir.path().join("bad");
+    std::fs::create_dir(&bad_dir).unwrap();
+    let bad = bad_dir.join("events.jsonl");
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .sink(&file_sink("good", &good))
+        .sink(&format!("{}\n", file_sink("bad", &bad)))
+        .settings();
+    let daemon = Daemon::start(&settings);
+    // The directory vanishes after the sink was built: every write fails.
+    std::fs::remove_dir_all(&bad_dir).unwrap();
+    wait_for("the good sink gets every record", LIMIT, || {
+        read_jsonl(&good).len() >= 30
+    })
+    .await;
+    wait_for("the bad sink reports its failure", LIMIT, || {
+        daemon.sink("bad").failing_since.is_some()
+    })
+    .await;
+    assert!(daemon.sink("bad").last_error.unwrap().contains("bad"));
+    assert_eq!(daemon.store().cursor("bad").unwrap(), 0);
+    assert!(daemon.store().outbox_len() >= 30, "kept for the bad sink");
+
+    std::fs::create_dir(&bad_dir).unwrap();
+    wait_for("the bad sink catches up", LIMIT, || {
+        read_jsonl(&bad).len() >= 30
+    })
+    .await;
+    wait_for("the outbox is released", LIMIT, || {
+        daemon.store().outbox_len() == 0
+    })
+    .await;
+    assert!(daemon.sink("bad").failing_since.is_none());
+    daemon.stop().await.unwrap();
+
+    for path in [&good, &bad] {
+        let events: Vec<_> = read_jsonl(path)
+            .iter()
+            .map(|e| seen_event(e, "purchase_orders"))
+            .collect();
+        check_exact(&sim, "purchase_orders", &events);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_pauses_polling_until_the_sink_catches_up() {
+    let sim = sim(60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("events.jsonl");
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .poll("page_size = 5")
+        .sink(&file_sink("out", &out))
+        .raw("[delivery]\nmax_backlog = 10")
+        .settings();
+    let daemon = Daemon::start(&settings);
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    let status = daemon.handles.pollers["purchase_orders"].clone();
+    wait_for("the poller pauses", LIMIT, || {
+        status.lock().unwrap().paused.is_some()
+    })
+    .await;
+    let why = status.lock().unwrap().paused.clone().unwrap();
+    assert!(why.contains("max_backlog = 10"), "{why}");
+    // Let a few more seconds of polling pass: the outbox does not grow.
+    let held = daemon.store().last_seq();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        daemon.store().last_seq(),
+        held,
+        "nothing polled while paused"
+    );
+    assert!(held < 10 + 5, "at most one page beyond the limit: {held}");
+
+    std::fs::create_dir(&out_dir).unwrap();
+    wait_for("every record delivered", LIMIT, || {
+        read_jsonl(&out).len() >= 60
+    })
+    .await;
+    wait_for("the pause lifts", LIMIT, || {
+        status.lock().unwrap().paused.is_none()
+    })
+    .await;
+    daemon.stop().await.unwrap();
+    let events: Vec<_> = read_jsonl(&out)
+        .iter()
+        .map(|e| seen_event(e, "purchase_orders"))
+        .collect();
+    check_exact(&sim, "purchase_orders", &events);
+}
+
+fn run_cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_cli_lists_replays_and_drops() {
+    let sim = sim(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = dir.path().join("events.jsonl");
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &state)
+        .objects(&["purchase_orders"])
+        .sink(&file_sink("archive", &out))
+        .toml();
+    std::fs::write(&config, &text).unwrap();
+    // Two events the `archive` sink gave up on.
+    {
+        let store = Store::open(&state).unwrap();
+        let entry = |k: &str| OutboxEntry {
+            object: "purchase_orders".into(),
+            key: k.into(),
+            event: format!("{{\"id\":\"ev-{k}\",\"subject\":\"{k}\"}}").into_bytes(),
+        };
+        store
+            .commit_page(
+                "purchase_orders",
+                &ObjectState::default(),
+                &[],
+                vec![entry("7"), entry("8")],
+            )
+            .await
+            .unwrap();
+        let dead = |seq: u64, k: &str| DeadLetter {
+            sink: "archive".into(),
+            seq,
+            entry: entry(k),
+            error: format!("HTTP 400 for record {k}"),
+            attempts: 1,
+            first_failed: Utc::now(),
+            last_failed: Utc::now(),
+        };
+        store
+            .settle(
+                "archive",
+                Settled {
+                    outbox: vec![1, 2],
+                    replayed: vec![],
+                    dead: vec![dead(1, "7"), dead(2, "8")],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let (ok, list) = run_cli(&["dlq", "list"], &config);
+    assert!(ok, "{list}");
+    assert!(
+        list.contains("HTTP 400 for record 7") && list.contains("HTTP 400 for record 8"),
+        "{list}"
+    );
+    assert!(list.contains("2 dead letter(s)"), "{list}");
+    let (ok, json) = run_cli(&["dlq", "list", "--json", "--sink", "archive"], &config);
+    assert!(ok, "{json}");
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows[0]["event"]["id"], "ev-7");
+    assert_eq!(rows[1]["seq"], 2);
+
+    let (ok, msg) = run_cli(&["dlq", "list", "--sink", "nope"], &config);
+    assert!(
+        !ok && msg.contains("sink `nope` is not configured"),
+        "{msg}"
+    );
+    let (ok, msg) = run_cli(&["dlq", "drop"], &config);
+    assert!(!ok && msg.contains("--all"), "{msg}");
+
+    let (ok, msg) = run_cli(&["dlq", "drop", "2"], &config);
+    assert!(ok && msg.contains("1 dead letter(s) dropped"), "{msg}");
+    let (ok, msg) = run_cli(&["dlq", "replay", "--sink", "archive"], &config);
+    assert!(ok && msg.contains("1 dead letter(s) queued"), "{msg}");
+    let (_, list) = run_cli(&["dlq", "list"], &config);
+    assert!(list.contains("0 dead letter(s)"), "{list}");
+
+    // The daemon delivers the replayed event, once, and nothing else.
+    let settings = coupa_changefeed::config::Settings::from_toml(&text).unwrap();
+    let daemon = Daemon::start(&settings);
+    wait_for("the replay is delivered", LIMIT, || {
+        !read_jsonl(&out).is_empty()
+    })
+    .await;
+    wait_for("the replay queue empties", LIMIT, || {
+        daemon.store().replays("archive", 10).unwrap().is_empty()
+    })
+    .await;
+    daemon.stop().await.unwrap();
+    let got = read_jsonl(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["id"], "ev-7");
+}
