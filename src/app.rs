@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::coupa::client::CoupaClient;
 use crate::delivery::{Drain, SinkStatus};
+use crate::metrics::Metrics;
 use crate::poller::{Backpressure, Poller, PollerStatus};
 use crate::shutdown::Shutdown;
 use crate::sink::AnySink;
@@ -30,14 +31,29 @@ pub struct Handles {
     pub pollers: BTreeMap<String, Arc<Mutex<PollerStatus>>>,
     /// Filled when the daemon starts its sinks.
     pub sinks: Arc<Mutex<BTreeMap<String, Arc<Mutex<SinkStatus>>>>>,
+    /// Each object's schedule (readiness allows 3 × its interval).
+    pub schedules: BTreeMap<String, crate::config::Schedule>,
+    /// Latency histograms.
+    pub metrics: Arc<Metrics>,
+    /// `[delivery] stuck_after`, for readiness.
+    pub stuck_after: Duration,
+    /// Where the HTTP server listens (bound by [`build`], so port 0 works).
+    pub server_addr: Option<std::net::SocketAddr>,
+    /// The bound listener, taken by [`run_built`].
+    listener: Arc<Mutex<Option<std::net::TcpListener>>>,
 }
 
 /// Opens everything the settings name; fails with the culprit named.
 pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<AnySink>)> {
     let store = Store::open(&settings.state.dir)?;
     let client = CoupaClient::new(&settings.coupa).context("coupa client")?;
+    let listener = std::net::TcpListener::bind(settings.server.listen)
+        .with_context(|| format!("server.listen: cannot listen on {}", settings.server.listen))?;
+    listener.set_nonblocking(true)?;
+    let server_addr = Some(listener.local_addr()?);
     let mut pollers = Vec::new();
     let mut statuses = BTreeMap::new();
+    let mut schedules = BTreeMap::new();
     let gate = Backpressure {
         sinks: Arc::new(settings.sinks.iter().map(|s| s.name()).collect()),
         max_backlog: settings.delivery.max_backlog,
@@ -45,6 +61,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
     for plan in settings.plans()? {
         let p = Poller::new(plan, client.clone(), store.clone()).with_backpressure(gate.clone());
         statuses.insert(p.name().to_string(), p.status());
+        schedules.insert(p.name().to_string(), p.schedule().clone());
         pollers.push(p);
     }
     let sinks = settings
@@ -57,6 +74,11 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         client,
         pollers: statuses,
         sinks: Arc::default(),
+        schedules,
+        metrics: Arc::default(),
+        stuck_after: settings.delivery.stuck_after,
+        server_addr,
+        listener: Arc::new(Mutex::new(Some(listener))),
     };
     Ok((handles, pollers, sinks))
 }
@@ -86,13 +108,35 @@ pub async fn run_built(
     info!(objects = pollers.len(), sinks = names.len(), state = %store.dir().display(), "daemon started");
     // Tasks listen to an inner signal: the outer one, or a task's failure.
     let (stop, inner) = crate::shutdown::channel();
+    let listener = handles
+        .listener
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .context("these handles were already run")?;
+    let server_state = crate::server::ServerState {
+        handles: handles.clone(),
+        metrics: handles.metrics.clone(),
+        started: std::time::Instant::now(),
+        stuck_after: handles.stuck_after,
+    };
+    // The server outlives the drain: health stays visible while stopping.
+    let (server_stop, server_shutdown) = crate::shutdown::channel();
+    let server = tokio::spawn(crate::server::serve(
+        tokio::net::TcpListener::from_std(listener)?,
+        server_state,
+        server_shutdown,
+    ));
+    if let Some(a) = handles.server_addr {
+        info!(address = %a, "serving /healthz /readyz /metrics /status");
+    }
     let mut poll_tasks = JoinSet::new();
     for p in pollers {
         poll_tasks.spawn(p.run(inner.clone()));
     }
     let mut sink_tasks = JoinSet::new();
     for s in sinks {
-        let drain = Drain::new(s, store.clone(), names.clone());
+        let drain = Drain::new(s, store.clone(), names.clone()).with_metrics(handles.metrics.clone());
         handles
             .sinks
             .lock()
@@ -124,6 +168,10 @@ pub async fn run_built(
         sink_tasks.abort_all();
     }
     store.flush().await?;
+    server_stop.fire();
+    if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+        warn!("the HTTP server did not stop within 2 s");
+    }
     info!(
         backlog = store.backlog(&names).unwrap_or_default(),
         "stopped"

@@ -236,14 +236,22 @@ pub struct DeliverySettings {
     /// Outbox size at which pollers pause until sinks catch up.
     #[serde(default = "default_max_backlog")]
     pub max_backlog: u64,
+    /// A sink failing this long without one delivery fails `/readyz`.
+    #[serde(default = "default_stuck_after", with = "humantime_serde")]
+    pub stuck_after: Duration,
 }
 
 impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
             max_backlog: default_max_backlog(),
+            stuck_after: default_stuck_after(),
         }
     }
+}
+
+fn default_stuck_after() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_max_backlog() -> u64 {

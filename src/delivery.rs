@@ -35,10 +35,12 @@ pub struct SinkStatus {
     pub dead_letters: u64,
     /// The last failure, as the sink phrased it.
     pub last_error: Option<String>,
-    /// Since when the current batch has been failing (`None`: healthy).
+    /// Since when nothing has got through (`None`: healthy).
     pub failing_since: Option<DateTime<Utc>>,
     /// Last successful delivery.
     pub last_delivery: Option<DateTime<Utc>>,
+    /// The sink's `max_retry_age` (readiness calls a sink stuck past it).
+    pub retry_budget: Option<Duration>,
 }
 
 /// Where a batch came from: it decides how its results are stored.
@@ -56,20 +58,32 @@ pub struct Drain<S: Sink> {
     store: Store,
     all_sinks: Arc<Vec<String>>,
     status: Arc<Mutex<SinkStatus>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl<S: Sink> Drain<S> {
     /// Prepares the loop for `sink`; `all_sinks` are every configured
     /// sink's names (an entry is released when all have settled it).
     pub fn new(sink: S, store: Store, all_sinks: Arc<Vec<String>>) -> Drain<S> {
+        let policy = sink.retry_policy();
         Drain {
             name: sink.name().to_string(),
-            policy: sink.retry_policy(),
+            policy,
             sink,
             store,
             all_sinks,
-            status: Arc::default(),
+            status: Arc::new(Mutex::new(SinkStatus {
+                retry_budget: policy.max_retry_age,
+                ..SinkStatus::default()
+            })),
+            metrics: None,
         }
+    }
+
+    /// Records each round's latency.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Drain<S> {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The sink's name.
@@ -149,7 +163,11 @@ impl<S: Sink> Drain<S> {
         let mut round = 0u32;
         loop {
             round += 1;
+            let started = Instant::now();
             let outcomes = self.sink.deliver(&pending).await;
+            if let Some(m) = &self.metrics {
+                m.observe_delivery(&self.name, started.elapsed().as_secs_f64());
+            }
             let mut settled = Settled::default();
             let mut retry = Vec::new();
             let mut delivered = 0u64;
@@ -240,9 +258,11 @@ impl<S: Sink> Drain<S> {
                 if let Some(e) = &last_error {
                     st.last_error = Some(e.clone());
                 }
-                if retry.is_empty() {
+                // Failing = nothing gets through; a batch settled only by
+                // dead letters does not make the sink healthy.
+                if delivered > 0 {
                     st.failing_since = None;
-                } else if st.failing_since.is_none() {
+                } else if (!retry.is_empty() || dead > 0) && st.failing_since.is_none() {
                     st.failing_since = Some(Utc::now());
                 }
             }

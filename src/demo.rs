@@ -14,7 +14,12 @@ use crate::sim::{OAuthClient, SimConfig, Simulator};
 const DEMO_OBJECTS: &[&str] = &["purchase_orders", "invoices", "suppliers", "supplier_sites"];
 
 /// The demo's config, as a user would write it.
-pub fn demo_config(base_url: &str, state_dir: &std::path::Path, start_from: &str) -> String {
+pub fn demo_config(
+    base_url: &str,
+    state_dir: &std::path::Path,
+    start_from: &str,
+    listen: std::net::SocketAddr,
+) -> String {
     let objects: String = DEMO_OBJECTS
         .iter()
         .map(|o| format!("[[objects]]\nname = \"{o}\"\n"))
@@ -39,6 +44,8 @@ start_from = "{start_from}"
 [[sinks]]
 type = "file"
 path = "-"
+[server]
+listen = "{listen}"
 "#,
         dir = state_dir.display().to_string().replace('\\', "/"),
     )
@@ -73,7 +80,12 @@ pub async fn run(state: Option<PathBuf>, rate: f64, shutdown: Shutdown) -> anyho
     // Replay the simulator's history (its seed records are weeks old) so
     // events show at once.
     let start = rfc3339(sim.now() - chrono::Duration::days(365));
-    let settings = Settings::from_toml(&demo_config(&sim.base_url(), &dir, &start))?;
+    // The status page on 8080 if it is free, else on any port (logged).
+    let listen = match std::net::TcpListener::bind(("127.0.0.1", 8080)) {
+        Ok(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Err(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    let settings = Settings::from_toml(&demo_config(&sim.base_url(), &dir, &start, listen))?;
     let result = crate::app::run(settings, shutdown).await;
     sim.shutdown().await;
     if temp {

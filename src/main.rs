@@ -307,7 +307,7 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
             for sink in &settings.sinks {
                 let name = sink.name();
                 let cursor = store.cursor(&name)?;
-                let backlog = store.last_seq().saturating_sub(cursor);
+                let backlog = store.sink_backlog(&name)?;
                 let dead = store.dead_letters(Some(&name))?.len();
                 println!("{name:<24} {cursor:>12} {backlog:>10} {dead:>12}");
             }

@@ -48,6 +48,28 @@ pub enum PollError {
     Protocol { object: String, detail: String },
 }
 
+impl PollError {
+    /// A short label for metrics: what failed, not which record.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollError::Coupa { source, .. } => match source {
+                CoupaError::Config(_) => "config",
+                CoupaError::Unauthorized { .. } | CoupaError::InvalidScope { .. } => "auth",
+                CoupaError::Forbidden { .. } => "forbidden",
+                CoupaError::NotFound { .. } => "not_found",
+                CoupaError::Validation { .. } => "validation",
+                CoupaError::Status { .. } => "status",
+                CoupaError::Transport { .. } => "transport",
+                CoupaError::Malformed { .. } => "malformed",
+                CoupaError::RetriesExhausted { .. } => "retries_exhausted",
+                _ => "other",
+            },
+            PollError::Store { .. } => "store",
+            PollError::Protocol { .. } => "protocol",
+        }
+    }
+}
+
 /// Records each offset-mode page re-reads from the previous one.
 pub const OFFSET_OVERLAP: usize = 10;
 
@@ -91,6 +113,8 @@ pub struct PollerStatus {
     pub polls: u64,
     /// Why polling is paused (backpressure), if it is.
     pub paused: Option<String>,
+    /// Failed polls by kind (metrics).
+    pub errors: std::collections::BTreeMap<String, u64>,
 }
 
 /// Pauses a poller while the outbox holds `max_backlog` events or more
@@ -179,6 +203,11 @@ impl Poller {
         &self.plan.name
     }
 
+    /// The object's schedule.
+    pub fn schedule(&self) -> &crate::config::Schedule {
+        &self.plan.schedule
+    }
+
     /// Shared live status.
     pub fn status(&self) -> Arc<Mutex<PollerStatus>> {
         self.status.clone()
@@ -244,7 +273,10 @@ impl Poller {
                 s.last_error = None;
                 s.totals.add(r);
             }
-            Err(e) => s.last_error = Some(e.to_string()),
+            Err(e) => {
+                s.last_error = Some(e.to_string());
+                *s.errors.entry(e.kind().to_string()).or_default() += 1;
+            }
         }
     }
 

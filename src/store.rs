@@ -548,13 +548,26 @@ impl Store {
         *self.inner.durable_seq.borrow()
     }
 
-    /// Events not yet settled by the slowest of `sinks`: O(sinks).
+    /// Events not yet settled by the slowest of `sinks`: O(sinks). A sink
+    /// behind the oldest entry still held (one added since) counts from it.
     pub fn backlog(&self, sinks: &[String]) -> Result<u64, StoreError> {
         let mut min = u64::MAX;
         for s in sinks {
             min = min.min(self.cursor(s)?);
         }
-        Ok(self.last_seq().saturating_sub(min.min(self.last_seq())))
+        let Some((first, _)) = self.inner.outbox.first()? else {
+            return Ok(0);
+        };
+        let floor = u64_be(&first).unwrap_or(1).saturating_sub(1);
+        Ok(self.last_seq().saturating_sub(min.max(floor)))
+    }
+
+    /// Events one sink has still to settle.
+    pub fn sink_backlog(&self, sink: &str) -> Result<u64, StoreError> {
+        let ahead = self.acked_beyond(sink)?.len() as u64;
+        Ok(self
+            .backlog(&[sink.to_string()])?
+            .saturating_sub(ahead))
     }
 
     /// Outbox seqs `sink` settled beyond its cursor.
@@ -807,6 +820,12 @@ mod tests {
         s.ack("b", 2).await.unwrap();
         assert_eq!(s.release(&sinks).unwrap(), 2);
         assert_eq!(s.outbox_len(), 1);
+        assert_eq!(s.backlog(&sinks).unwrap(), 1);
+        // A sink added later counts only what is still held.
+        let with_new = vec!["a".to_string(), "new".to_string()];
+        assert_eq!(s.backlog(&with_new).unwrap(), 1);
+        assert_eq!(s.sink_backlog("new").unwrap(), 1);
+        assert_eq!(s.sink_backlog("a").unwrap(), 0);
     }
 
     #[tokio::test]

@@ -1023,6 +1023,8 @@ fn variant(e: &CoupaError) -> &'static str {
         CoupaError::Forbidden { .. } => "Forbidden",
         CoupaError::NotFound { .. } => "NotFound",
         CoupaError::Validation { .. } => "Validation",
+        CoupaError::Refused { .. } => "Refused",
+        CoupaError::Invalid(_) => "Invalid",
         CoupaError::Status { .. } => "Status",
         CoupaError::Transport { .. } => "Transport",
         CoupaError::Malformed { .. } => "Malformed",

@@ -46,11 +46,19 @@ fn unknown_key_is_named() {
     assert!(e.contains("`poll.schedul`"), "{e}");
     let e = err(&format!("{GOOD}colour = \"blue\"\n"));
     assert!(e.contains("`objects[0].colour`"), "{e}");
-    let e = err(&format!("[delivery]\nx = 1\n{GOOD}"));
+    let e = err(&format!("[dispatch]\nx = 1\n{GOOD}"));
     assert!(
-        e.contains("`delivery`") && e.contains("unknown field"),
+        e.contains("`dispatch`") && e.contains("unknown field"),
         "{e}"
     );
+    let e = err(&format!("[delivery]\nx = 1\n{GOOD}"));
+    assert!(e.contains("`delivery.x`"), "{e}");
+    let e = err(&format!(
+        "{GOOD}[[sinks]]\ntype = \"file\"\npath = \"-\"\ncolour = \"blue\"\n"
+    ));
+    assert!(e.contains("colour"), "{e}");
+    let e = err(&format!("{GOOD}[[sinks]]\ntype = \"ftp\"\n"));
+    assert!(e.contains("ftp"), "{e}");
     let e = err(&GOOD.replace("base_url = \"https://acme.coupahost.com\"\n", ""));
     assert!(
         e.contains("`coupa.base_url`") && e.contains("missing"),
@@ -233,4 +241,20 @@ fn nested_secret_numeric_values_and_scope_lists_come_from_the_environment() {
         "20261130"
     );
     assert_eq!(o.scopes, vec!["core.invoice.read", "core.supplier.read"]);
+}
+
+#[test]
+fn sink_errors_name_the_sink_key() {
+    let e = err(&format!(
+        "{GOOD}[[sinks]]\ntype = \"file\"\npath = \"-\"\ncolour = \"blue\"\n"
+    ));
+    assert!(e.contains("`sinks[0].colour`"), "{e}");
+    let e = err(&format!("{GOOD}[[sinks]]\ntype = \"file\"\npath = \"\"\n"));
+    assert!(e.contains("`sinks[0].path`"), "{e}");
+    let e = err(&format!(
+        "{GOOD}[[sinks]]\ntype = \"file\"\npath = \"a\"\n[[sinks]]\ntype = \"file\"\npath = \"b\"\n"
+    ));
+    assert!(e.contains("`sinks[1].name`") && e.contains("`file` is used twice"), "{e}");
+    let e = err(&format!("[delivery]\nmax_backlog = 0\n{GOOD}"));
+    assert!(e.contains("`delivery.max_backlog`"), "{e}");
 }

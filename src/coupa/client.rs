@@ -20,7 +20,10 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::auth::Auth;
-use super::error::{snippet, validation_messages, CoupaError, MalformedKind, TransportKind};
+use super::error::{
+    field_errors, snippet, validation_messages, CoupaError, FieldError, MalformedKind,
+    TransportKind,
+};
 use super::record::Record;
 use crate::config::CoupaSettings;
 
@@ -98,7 +101,7 @@ impl Counter {
 }
 
 /// A snapshot of the client's counters (for metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ClientStats {
     /// Requests sent, token mints and retries included.
     pub requests: u64,
@@ -123,9 +126,12 @@ pub struct ClientStats {
 pub(crate) enum RetryPolicy {
     /// Idempotent reads: every transient failure.
     Read,
-    /// Writes: only where Coupa cannot have acted (no connection, a 429,
-    /// or a failure before the request was sent, e.g. minting the token).
-    #[allow(dead_code)] // for the write actions
+    /// Writes: only where Coupa cannot have acted: no connection, a
+    /// failure before the request was sent (e.g. minting the token), or a
+    /// 429/503, by which the server says it did not handle the request
+    /// (RFC 9110; the client cannot see whether the body was read, so it
+    /// takes the server's word). A 500, 502, 504, a timeout or a reset may
+    /// follow a write that took effect: repeating it could act twice.
     Write,
 }
 
@@ -140,7 +146,10 @@ impl RetryPolicy {
                         CoupaError::Transport {
                             kind: TransportKind::Connect,
                             ..
-                        } | CoupaError::Status { status: 429, .. }
+                        } | CoupaError::Status {
+                            status: 429 | 503,
+                            ..
+                        }
                     )
             }
         }
@@ -432,6 +441,11 @@ impl Inner {
         }
         let r = self.exchange(req, shown, true).await?;
         if r.status.is_success() {
+            // A write may answer with no body (`return_object=none`); a
+            // read never legitimately does.
+            if *method != Method::GET && r.body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
             return self.parse_json(shown, &r).map_err(Failure::from);
         }
         let mut f = status_error(self, shown, &r);
@@ -608,10 +622,14 @@ pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure 
             Some(errors) => {
                 let errors = inner.auth.redact_json(errors);
                 let mut messages = validation_messages(&errors);
+                let (mut fields, warnings) = field_errors(&errors);
                 if messages.is_empty() {
                     messages.push(text());
                 }
-                CoupaError::Validation { url, errors, messages }
+                if fields.is_empty() && warnings.is_empty() {
+                    fields.push(FieldError { field: "base".into(), message: text() });
+                }
+                CoupaError::Validation { url, errors, messages, fields, warnings }
             }
             None => CoupaError::Status { url, status: 400, snippet: text() },
         },

@@ -53,6 +53,16 @@ impl std::fmt::Display for MalformedKind {
     }
 }
 
+/// One message of a 400 validation error, under the key Coupa filed it
+/// under: usually the record's name (`{"account": ["Segment 1 - Cost
+/// Center can't be blank"]}`), sometimes an attribute, `base` when Coupa
+/// gave no key. Nested keys are joined with `.`, array positions as `[i]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
 /// A failed Coupa call.
 #[derive(Debug, thiserror::Error)]
 pub enum CoupaError {
@@ -83,9 +93,29 @@ pub enum CoupaError {
         url: String,
         /// The `errors` value as Coupa sent it.
         errors: Value,
-        /// Readable `field: message` lines.
+        /// Readable `field: message` lines (warnings included).
         messages: Vec<String>,
+        /// Each message with its key, for callers that act per field
+        /// (warnings excluded).
+        fields: Vec<FieldError>,
+        /// Messages under the `warnings` key: Coupa may send them beside
+        /// errors; they did not cause the 400.
+        warnings: Vec<String>,
     },
+
+    /// Refused before any request: the catalogue says Coupa does not allow
+    /// this operation on this object (e.g. PO lines change through their PO).
+    #[error("{object}: {operation} is not allowed: {reason}")]
+    Refused {
+        object: String,
+        operation: String,
+        reason: String,
+    },
+
+    /// An action's arguments are unusable (unknown object, missing parent
+    /// id, a raw path outside `/api/`); nothing was sent.
+    #[error("{0}")]
+    Invalid(String),
 
     /// Any other unexpected status.
     #[error("{url}: HTTP {status}{}", snippet_suffix(snippet))]
@@ -147,6 +177,36 @@ impl CoupaError {
         }
     }
 
+    /// A short, stable label of the variant (CLI exit reasons, HTTP error
+    /// bodies, metrics); `RetriesExhausted` answers for its last error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CoupaError::Config(_) => "config",
+            CoupaError::Unauthorized { .. } => "unauthorized",
+            CoupaError::InvalidScope { .. } => "invalid_scope",
+            CoupaError::Forbidden { .. } => "forbidden",
+            CoupaError::NotFound { .. } => "not_found",
+            CoupaError::Validation { .. } => "validation",
+            CoupaError::Refused { .. } => "refused",
+            CoupaError::Invalid(_) => "invalid",
+            CoupaError::Status { .. } => "status",
+            CoupaError::Transport { .. } => "transport",
+            CoupaError::Malformed { .. } => "malformed",
+            CoupaError::Redirect { .. } => "redirect",
+            CoupaError::RetriesExhausted { last, .. } => last.kind(),
+        }
+    }
+
+    /// The per-field messages of a validation error (also behind
+    /// `RetriesExhausted`); empty for every other error.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            CoupaError::Validation { fields, .. } => fields,
+            CoupaError::RetriesExhausted { last, .. } => last.field_errors(),
+            _ => &[],
+        }
+    }
+
     /// The HTTP status behind this error, when one was received.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -176,10 +236,11 @@ pub(crate) fn snippet(body: &[u8]) -> String {
     out
 }
 
-/// Flattens Coupa's `errors` value into readable lines: `{"account":["x"]}`
-/// gives `account: x`; arrays and strings are taken as they are.
-pub(crate) fn validation_messages(errors: &Value) -> Vec<String> {
-    fn walk(prefix: Option<&str>, v: &Value, out: &mut Vec<String>) {
+/// Every message in Coupa's `errors` value with the key path it sits
+/// under: `{"account":["x"]}` gives `(Some("account"), "x")`; a bare
+/// string or array of strings has no key; arrays of objects add `[i]`.
+fn walk_errors(errors: &Value) -> Vec<(Option<String>, String)> {
+    fn walk(prefix: Option<&str>, v: &Value, out: &mut Vec<(Option<String>, String)>) {
         match v {
             Value::Object(m) => {
                 for (k, v) in m {
@@ -190,23 +251,58 @@ pub(crate) fn validation_messages(errors: &Value) -> Vec<String> {
                     walk(Some(&key), v, out);
                 }
             }
-            Value::Array(a) => a.iter().for_each(|v| walk(prefix, v, out)),
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    match (v, prefix) {
+                        (Value::Object(_), Some(p)) => walk(Some(&format!("{p}[{i}]")), v, out),
+                        _ => walk(prefix, v, out),
+                    }
+                }
+            }
             Value::Null => {}
             other => {
                 let msg = match other {
                     Value::String(s) => s.clone(),
                     _ => other.to_string(),
                 };
-                out.push(match prefix {
-                    Some(p) => format!("{p}: {msg}"),
-                    None => msg,
-                });
+                out.push((prefix.map(str::to_string), msg));
             }
         }
     }
     let mut out = Vec::new();
     walk(None, errors, &mut out);
     out
+}
+
+/// Flattens Coupa's `errors` value into readable lines: `{"account":["x"]}`
+/// gives `account: x`; arrays and strings are taken as they are.
+pub(crate) fn validation_messages(errors: &Value) -> Vec<String> {
+    walk_errors(errors)
+        .into_iter()
+        .map(|(key, msg)| match key {
+            Some(k) => format!("{k}: {msg}"),
+            None => msg,
+        })
+        .collect()
+}
+
+/// Splits Coupa's `errors` value into per-field messages and the
+/// messages under `warnings` (which did not cause the rejection).
+pub(crate) fn field_errors(errors: &Value) -> (Vec<FieldError>, Vec<String>) {
+    let mut fields = Vec::new();
+    let mut warnings = Vec::new();
+    for (key, message) in walk_errors(errors) {
+        match key {
+            Some(k) if k == "warnings" || k.starts_with("warnings.") || k.starts_with("warnings[") => {
+                warnings.push(message)
+            }
+            key => fields.push(FieldError {
+                field: key.unwrap_or_else(|| "base".into()),
+                message,
+            }),
+        }
+    }
+    (fields, warnings)
 }
 
 #[cfg(test)]
@@ -227,6 +323,29 @@ mod tests {
             ]
         );
         assert_eq!(validation_messages(&json!(["plain"])), ["plain"]);
+    }
+
+    #[test]
+    fn field_errors_keep_keys_and_split_off_warnings() {
+        let (fields, warnings) = field_errors(&json!({
+            "supplier": ["Name can't be blank"],
+            "order-lines": [{"price": ["must be positive"]}],
+            "warnings": ["Budget exceeded"],
+        }));
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.message.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("order-lines[0].price", "must be positive"),
+                ("supplier", "Name can't be blank")
+            ]
+        );
+        assert_eq!(warnings, ["Budget exceeded"]);
+        let (fields, _) = field_errors(&json!(["plain"]));
+        assert_eq!(fields[0].field, "base");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Everything about talking to Coupa: the client (HTTP, auth, rate limit,
-//! retries), its errors, the object catalogue, and reading records. It
-//! knows nothing of windows, the store or sinks.
+//! retries), its errors, the object catalogue, reading records, and the
+//! write-back actions. It knows nothing of windows, the store or sinks.
 
+pub mod actions;
 pub mod auth;
 pub mod client;
 pub mod error;
 pub mod objects;
 pub mod record;
 
+pub use actions::Actions;
 pub use client::{ClientStats, CoupaClient};
 pub use error::CoupaError;

@@ -15,7 +15,7 @@ use super::RateLimit;
 /// One kind of misbehaviour. Over HTTP (serde, externally tagged):
 /// `{"status":{"status":503,"retry_after":"2"}}`, `{"delay":"1500ms"}`,
 /// `{"trim_page":{"max":10}}`, `"malformed_json"`, `"html_page"`,
-/// `"reset_connection"`.
+/// `"reset_connection"`, `{"status_after_handling":{"status":500}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -40,6 +40,10 @@ pub enum Fault {
     MalformedJson,
     /// 200, `text/html`: a load balancer's error page.
     HtmlPage,
+    /// The request is handled in full (a write takes effect), then this
+    /// status is answered instead: the response lost on its way back,
+    /// which is why writes are not retried blindly.
+    StatusAfterHandling { status: u16 },
     /// 200 and half the body, then the connection drops.
     ResetConnection,
 }

@@ -2,7 +2,8 @@
 //! server that behaves like Coupa's Core REST API as `coupa-api.md`
 //! describes it, awkward parts included (bare arrays, 50-record pages,
 //! hyphenated keys, whole-second timestamps in mixed UTC offsets, live
-//! offset paging, 429s without `Retry-After`), plus the knobs tests need:
+//! offset paging, 429s without `Retry-After`, 400s on illegal writes),
+//! plus the knobs tests need:
 //! a movable clock, injected faults, a change generator and the ground
 //! truth of every record version ever shown.
 //!
@@ -16,6 +17,8 @@
 //! - `query.rs`: Coupa's query-string language (filters, paging, `fields`).
 //! - `data.rs`: realistic generated fields per object, and mutations.
 //! - `http.rs`: the axum router: API, OAuth token endpoint, admin, gate.
+//! - `writes.rs`: what API writes do: validation 400s, the PO and
+//!   integration-run state machines, custom-field merging.
 //! - `auth.rs`: OAuth clients, issued tokens, the API key.
 //! - `faults.rs`: injectable faults and the rate-limit bucket.
 //! - `generator.rs`: the background change generator.
@@ -29,6 +32,9 @@ mod query;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_writes;
+mod writes;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};

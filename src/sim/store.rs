@@ -49,7 +49,7 @@ pub(crate) fn render_time(t: DateTime<Utc>, offset: FixedOffset) -> String {
 /// `po-number` when the record has that key (Coupa keys are hyphenated;
 /// tests may write either). Unknown keys are kept as given (legacy
 /// top-level custom fields keep their underscores).
-fn record_key(k: &str, record: &Record) -> String {
+pub(crate) fn record_key(k: &str, record: &Record) -> String {
     let hyphenated = k.replace('_', "-");
     if !record.contains_key(k) && record.contains_key(&hyphenated) {
         hyphenated
@@ -175,11 +175,29 @@ impl Store {
             .collect()
     }
 
+    /// Renders `t` the way record `id`'s timestamps are rendered (its UTC offset).
+    pub fn stamp(&self, id: u64, t: DateTime<Utc>) -> String {
+        render_time(t, self.offset_for(id))
+    }
+
     pub fn create(
+        &mut self,
+        spec: &'static ObjectSpec,
+        fields: Record,
+        now: DateTime<Utc>,
+    ) -> Result<Record, SimError> {
+        self.create_with(spec, fields, now, |_| {})
+    }
+
+    /// [`Store::create`], with `finish` run on the complete record (generated
+    /// fields, caller's fields laid over) before it becomes a version: the
+    /// API's write side sets defaults and merges custom fields there.
+    pub fn create_with(
         &mut self,
         spec: &'static ObjectSpec,
         mut fields: Record,
         now: DateTime<Utc>,
+        finish: impl FnOnce(&mut Record),
     ) -> Result<Record, SimError> {
         let parent = match spec.parent {
             None => None,
@@ -216,6 +234,7 @@ impl Store {
             let key = record_key(&k, &record);
             record.insert(key, v);
         }
+        finish(&mut record);
         record.insert("id".into(), id.into());
         record.insert("created-at".into(), render_time(created, offset).into());
         record.insert("updated-at".into(), render_time(updated, offset).into());
@@ -296,6 +315,53 @@ impl Store {
             superseded_at: None,
         });
         Ok(Some((*shared).clone()))
+    }
+
+    /// Stores `record` as the next version of record `id` (the API's
+    /// writes edit a copy, validating against the other records, then
+    /// commit it here): `updated-at` = now, `internal-revision` bumped as
+    /// on every Coupa change; `id` and `created-at` kept. `None` if no such record.
+    pub fn replace(
+        &mut self,
+        spec: &ObjectSpec,
+        id: u64,
+        mut record: Record,
+        now: DateTime<Utc>,
+    ) -> Option<Record> {
+        let offset = self.offset_for(id);
+        let row = self.tables.get_mut(spec.name)?.get_mut(&id)?;
+        for keep in ["id", "created-at"] {
+            match row.record.get(keep) {
+                Some(v) => record.insert(keep.into(), v.clone()),
+                None => record.remove(keep),
+            };
+        }
+        if let Some(n) = row.record.get("internal-revision").and_then(Value::as_u64) {
+            record.insert("internal-revision".into(), (n + 1).into());
+        }
+        let updated = now.trunc_subsecs(0);
+        record.insert("updated-at".into(), render_time(updated, offset).into());
+        let shared = Arc::new(record);
+        row.record = shared.clone();
+        let previous = row.version;
+        row.version = self.versions.len();
+        self.versions[previous].superseded_at = Some(now);
+        let created_at = self.versions[previous].created_at;
+        self.versions.push(Version {
+            object: spec.name.into(),
+            id,
+            updated_at: updated,
+            created_at,
+            record: shared.clone(),
+            appeared_at: now,
+            superseded_at: None,
+        });
+        Some((*shared).clone())
+    }
+
+    /// The parent id a nested record sits under.
+    pub fn parent_of(&self, spec: &ObjectSpec, id: u64) -> Option<u64> {
+        self.tables[spec.name].get(&id)?.parent
     }
 
     pub fn get(&self, spec: &ObjectSpec, id: u64) -> Option<Record> {

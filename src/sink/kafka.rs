@@ -18,6 +18,7 @@
 //! Property values never appear in errors or logs (`sasl.password`…).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -319,6 +320,8 @@ pub struct KafkaSink {
     message_timeout: Duration,
     /// object → topic (or why the name is illegal).
     topics: HashMap<String, Result<String, String>>,
+    /// A message timed out in this round: replace the producer after it.
+    stale: AtomicBool,
 }
 
 impl KafkaSink {
@@ -339,6 +342,7 @@ impl KafkaSink {
             },
             message_timeout: built.message_timeout,
             topics: HashMap::new(),
+            stale: AtomicBool::new(false),
         })
     }
 
@@ -380,6 +384,10 @@ impl KafkaSink {
             entry.event.len()
         );
         match e.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageTimedOut) => {
+                self.stale.store(true, Ordering::Relaxed);
+                SinkError::Transient(format!("{at}: {e}"))
+            }
             Some(code) if is_permanent(code) => {
                 SinkError::Permanent(format!("{at}: {e} (resending cannot fix this)"))
             }
@@ -399,20 +407,37 @@ impl KafkaSink {
                 "sink `{}`: producer closed before the delivery report",
                 self.name
             ))),
-            Err(_) => Err(SinkError::Transient(format!(
-                "sink `{}`: topic `{topic}`, key `{}`: no delivery report within {bound:?}",
-                self.name, entry.key
-            ))),
+            Err(_) => {
+                self.stale.store(true, Ordering::Relaxed);
+                Err(SinkError::Transient(format!(
+                    "sink `{}`: topic `{topic}`, key `{}`: no delivery report within {bound:?}",
+                    self.name, entry.key
+                )))
+            }
         }
     }
 
-    /// After a fatal error (e.g. the idempotence state broke) a producer
-    /// refuses everything: replace it so the retries can succeed.
-    fn recover_from_fatal(&mut self) {
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
+    /// Replaces the producer after a round that showed it cannot deliver:
+    /// a fatal error (it refuses everything from then on), or a message
+    /// timeout. The fresh producer bootstraps again and gets a new producer
+    /// id, which a broker that lost its producer state requires: the old
+    /// one would otherwise bump its epoch and be refused for ever (seen
+    /// with a restarted Tansu). Nothing is pending in the old one: every
+    /// report of the round has come in.
+    fn renew_producer_if_needed(&mut self) {
+        let fatal = self.producer.client().fatal_error();
+        let stale = self.stale.swap(false, Ordering::Relaxed);
+        if fatal.is_none() && !stale {
             return;
-        };
-        tracing::warn!(sink = %self.name, ?code, %reason, "Kafka producer hit a fatal error; creating a new one");
+        }
+        match &fatal {
+            Some((code, reason)) => {
+                tracing::warn!(sink = %self.name, ?code, %reason, "Kafka producer hit a fatal error; creating a new one")
+            }
+            None => {
+                tracing::info!(sink = %self.name, "Kafka messages timed out; creating a new producer")
+            }
+        }
         match create_producer(&self.name, &self.client_config, &BTreeMap::new()) {
             Ok(p) => self.producer = p,
             Err(e) => {
@@ -530,7 +555,7 @@ impl Sink for KafkaSink {
         for (j, fut) in pending {
             outcomes[j] = Some(self.report(fut, &topics[j], &batch[j].1).await);
         }
-        self.recover_from_fatal();
+        self.renew_producer_if_needed();
 
         // An event acked after an earlier one of its key failed is resent
         // after it, so the newest version is the last a consumer sees.

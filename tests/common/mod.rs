@@ -137,7 +137,7 @@ impl TestConfig {
             t += &format!("[coupa.oauth]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n");
         }
         t += &format!(
-            "[state]\ndir = \"{}\"\n[poll]\n{}",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n[poll]\n{}",
             self.dir.display(),
             lines(&self.poll)
         );

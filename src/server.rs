@@ -1,0 +1,402 @@
+//! The operator's HTTP surface: `/healthz` (alive), `/readyz` (store open,
+//! every poller recent or paused for a stated reason, no sink stuck),
+//! `/metrics` (Prometheus text), `/status` (JSON) and `/` (a small
+//! auto-refreshing page). All four views render one [`Snapshot`] taken from
+//! the live handles, so they cannot disagree. Read-only: it changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::app::Handles;
+use crate::coupa::client::ClientStats;
+use crate::coupa::record::rfc3339;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+
+/// What the server reads.
+#[derive(Clone)]
+pub struct ServerState {
+    pub handles: Handles,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    /// A sink failing longer than this (or its `max_retry_age`, if
+    /// shorter) is reported stuck.
+    pub stuck_after: Duration,
+}
+
+/// Serves until shutdown on an already bound listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ServerState,
+    mut shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.recv().await })
+        .await
+}
+
+/// The routes (tests mount it directly too).
+pub fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/", get(page))
+        .with_state(state)
+}
+
+/// One object as the operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectView {
+    pub name: String,
+    pub schedule: String,
+    /// `ok`, `starting`, `failing` (last poll failed, still recent),
+    /// `paused` (backpressure) or `behind` (not ready).
+    pub state: &'static str,
+    pub hwm: Option<String>,
+    /// Now − high-water mark.
+    pub lag_seconds: Option<f64>,
+    /// The open window `[lo, hi)` and the last committed id.
+    pub window: Option<WindowView>,
+    pub last_poll: Option<String>,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub paused: Option<String>,
+    pub polls: u64,
+    pub requests: u64,
+    pub records: u64,
+    pub events: u64,
+    pub repeats: u64,
+    pub undated: u64,
+    /// Failed polls by kind.
+    pub errors: BTreeMap<String, u64>,
+    #[serde(skip)]
+    pub last_success_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowView {
+    pub lo: String,
+    pub hi: String,
+    pub last_id: Option<u64>,
+}
+
+/// One sink as the operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkView {
+    pub name: String,
+    /// `ok`, `retrying` or `stuck` (not ready).
+    pub state: &'static str,
+    pub cursor: u64,
+    pub backlog: u64,
+    /// Dead letters held in the store.
+    pub dead_letters: u64,
+    pub delivered: u64,
+    pub retries: u64,
+    pub last_error: Option<String>,
+    pub failing_since: Option<String>,
+    pub last_delivery: Option<String>,
+}
+
+/// Why the daemon is not ready (one per failing part).
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `store`, `object` or `sink`.
+    pub component: &'static str,
+    pub name: String,
+    pub reason: String,
+}
+
+/// Everything the views show, taken at once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub ready: bool,
+    pub problems: Vec<Problem>,
+    pub uptime_seconds: u64,
+    pub objects: Vec<ObjectView>,
+    pub sinks: Vec<SinkView>,
+    pub coupa: ClientStats,
+    /// Highest committed outbox sequence.
+    pub last_seq: u64,
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(rfc3339)
+}
+
+fn since(t: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (now - t).to_std().unwrap_or_default()
+}
+
+/// Takes a snapshot and judges readiness.
+pub fn snapshot(state: &ServerState) -> Snapshot {
+    let h = &state.handles;
+    let now = Utc::now();
+    let uptime = state.started.elapsed();
+    let mut problems = Vec::new();
+    let stored = match h.store.object_states() {
+        Ok(s) => s.into_iter().collect::<BTreeMap<_, _>>(),
+        Err(e) => {
+            problems.push(Problem {
+                component: "store",
+                name: h.store.dir().display().to_string(),
+                reason: e.to_string(),
+            });
+            BTreeMap::new()
+        }
+    };
+    let mut objects = Vec::new();
+    for (name, status) in &h.pollers {
+        let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let os = stored.get(name).cloned().unwrap_or_default();
+        let schedule = h.schedules.get(name);
+        let budget = schedule.map_or(Duration::from_secs(180), |s| s.interval() * 3);
+        let recent = match st.last_success {
+            Some(t) => since(t, now) <= budget,
+            None => uptime <= budget,
+        };
+        let state_name = if st.paused.is_some() {
+            "paused"
+        } else if !recent {
+            "behind"
+        } else if st.last_error.is_some() {
+            "failing"
+        } else if st.last_success.is_none() {
+            "starting"
+        } else {
+            "ok"
+        };
+        if state_name == "behind" {
+            let last = st
+                .last_success
+                .map_or("never".to_string(), |t| format!("{}s ago", since(t, now).as_secs()));
+            problems.push(Problem {
+                component: "object",
+                name: name.clone(),
+                reason: format!(
+                    "no successful poll within 3 × its schedule ({}s); last success {last}{}",
+                    budget.as_secs(),
+                    st.last_error
+                        .as_ref()
+                        .map(|e| format!("; last error: {e}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
+        objects.push(ObjectView {
+            name: name.clone(),
+            schedule: schedule.map(|s| s.expr.clone()).unwrap_or_default(),
+            state: state_name,
+            hwm: ts(os.hwm),
+            lag_seconds: os.hwm.map(|h| (now - h).num_milliseconds() as f64 / 1000.0),
+            window: os.window.map(|w| WindowView {
+                lo: rfc3339(w.lo),
+                hi: rfc3339(w.hi),
+                last_id: w.last_id,
+            }),
+            last_poll: ts(st.last_poll),
+            last_success: ts(st.last_success),
+            last_error: st.last_error.clone(),
+            paused: st.paused.clone(),
+            polls: st.polls,
+            requests: st.totals.requests,
+            records: st.totals.records,
+            events: st.totals.events,
+            repeats: st.totals.repeats,
+            undated: st.totals.undated,
+            errors: st.errors.clone(),
+            last_success_at: st.last_success,
+        });
+    }
+    let mut sinks = Vec::new();
+    let statuses = h.sinks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for (name, status) in statuses {
+        let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let stuck_after = st
+            .retry_budget
+            .map_or(state.stuck_after, |b| b.min(state.stuck_after));
+        let state_name = match st.failing_since {
+            Some(t) if since(t, now) > stuck_after => "stuck",
+            Some(_) => "retrying",
+            None => "ok",
+        };
+        if state_name == "stuck" {
+            problems.push(Problem {
+                component: "sink",
+                name: name.clone(),
+                reason: format!(
+                    "failing for {}s (budget {}s): {}",
+                    st.failing_since.map_or(0, |t| since(t, now).as_secs()),
+                    stuck_after.as_secs(),
+                    st.last_error.clone().unwrap_or_default()
+                ),
+            });
+        }
+        sinks.push(SinkView {
+            cursor: h.store.cursor(&name).unwrap_or_default(),
+            backlog: h.store.sink_backlog(&name).unwrap_or_default(),
+            dead_letters: h
+                .store
+                .dead_letters(Some(&name))
+                .map_or(0, |d| d.len() as u64),
+            name,
+            state: state_name,
+            delivered: st.delivered,
+            retries: st.retries,
+            last_error: st.last_error,
+            failing_since: ts(st.failing_since),
+            last_delivery: ts(st.last_delivery),
+        });
+    }
+    Snapshot {
+        ready: problems.is_empty(),
+        problems,
+        uptime_seconds: uptime.as_secs(),
+        objects,
+        sinks,
+        coupa: h.client.stats(),
+        last_seq: h.store.last_seq(),
+    }
+}
+
+async fn readyz(State(state): State<ServerState>) -> Response {
+    let snap = snapshot(&state);
+    let code = if snap.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let paused: Vec<_> = snap
+        .objects
+        .iter()
+        .filter_map(|o| o.paused.as_ref().map(|p| (o.name.clone(), p.clone())))
+        .collect();
+    let body = serde_json::json!({
+        "ready": snap.ready,
+        "problems": snap.problems,
+        "paused": paused.into_iter().collect::<BTreeMap<_, _>>(),
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn status(State(state): State<ServerState>) -> Json<Snapshot> {
+    Json(snapshot(&state))
+}
+
+async fn metrics(State(state): State<ServerState>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    };
+    match state.metrics.render(&snapshot(&state), openmetrics) {
+        Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Escapes text for HTML (error messages can hold anything a server sent).
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn opt(s: &Option<String>) -> String {
+    esc(s.as_deref().unwrap_or("–"))
+}
+
+async fn page(State(state): State<ServerState>) -> Html<String> {
+    let snap = snapshot(&state);
+    let mut rows = String::new();
+    for o in &snap.objects {
+        rows += &format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            o.state,
+            esc(&o.name),
+            o.state,
+            opt(&o.hwm),
+            o.lag_seconds.map_or("–".into(), |l| format!("{l:.0} s")),
+            opt(&o.last_success),
+            o.events,
+            o.repeats,
+            esc(o.last_error.as_deref().or(o.paused.as_deref()).unwrap_or("")),
+        );
+    }
+    let mut sink_rows = String::new();
+    for s in &snap.sinks {
+        sink_rows += &format!(
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            s.state,
+            esc(&s.name),
+            s.state,
+            s.delivered,
+            s.backlog,
+            s.dead_letters,
+            opt(&s.last_delivery),
+            esc(s.last_error.as_deref().filter(|_| s.state != "ok").unwrap_or("")),
+        );
+    }
+    let problems: String = snap
+        .problems
+        .iter()
+        .map(|p| format!("<li>{} <b>{}</b>: {}</li>", p.component, esc(&p.name), esc(&p.reason)))
+        .collect();
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>coupa-changefeed — {ready}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; }}
+th {{ background: #eee; }}
+tr.ok td, tr.starting td {{ background: #e8f6e8; }}
+tr.failing td, tr.retrying td, tr.paused td {{ background: #fff4d6; }}
+tr.behind td, tr.stuck td {{ background: #fbdada; }}
+.badge {{ padding: 2px 8px; border-radius: 4px; color: #fff; background: {colour}; }}
+</style></head><body>
+<h1>coupa-changefeed <span class="badge" id="ready">{ready}</span></h1>
+<p>Up {uptime} s · Coupa requests {requests} ({r5xx} 5xx, {r429} rate-limited) · last event #{last_seq}</p>
+<ul id="problems">{problems}</ul>
+<h2>Objects</h2>
+<table id="objects"><tr><th>object</th><th>state</th><th>high-water mark</th><th>lag</th><th>last success</th><th>events</th><th>repeats</th><th>last error</th></tr>
+{rows}</table>
+<h2>Sinks</h2>
+<table id="sinks"><tr><th>sink</th><th>state</th><th>delivered</th><th>backlog</th><th>dead letters</th><th>last delivery</th><th>last error</th></tr>
+{sink_rows}</table>
+<p><a href="/status">/status</a> · <a href="/metrics">/metrics</a> · <a href="/readyz">/readyz</a></p>
+</body></html>
+"#,
+        ready = if snap.ready { "ready" } else { "not ready" },
+        colour = if snap.ready { "#2a8a2a" } else { "#c0392b" },
+        uptime = snap.uptime_seconds,
+        requests = snap.coupa.requests,
+        r5xx = snap.coupa.responses_5xx,
+        r429 = snap.coupa.rate_limited,
+        last_seq = snap.last_seq,
+    ))
+}
