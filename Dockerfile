@@ -5,7 +5,7 @@
 #          -p 8080:8080 coupa-changefeed
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential cmake zlib1g-dev && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential zlib1g-dev && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY benches benches
@@ -22,8 +22,10 @@ VOLUME /var/lib/coupa-changefeed
 ENV COUPA_CHANGEFEED_CONFIG=/etc/coupa-changefeed/config.toml \
     COUPA_CHANGEFEED__STATE__DIR=/var/lib/coupa-changefeed \
     COUPA_CHANGEFEED__SERVER__LISTEN=0.0.0.0:8080
-# HEALTHCHECK on /healthz arrives with the HTTP server (operations issue).
 EXPOSE 8080
+# No curl in the image: the binary probes its own /healthz.
+HEALTHCHECK --interval=30s --timeout=6s --start-period=10s --retries=3 \
+    CMD ["coupa-changefeed", "health", "--url", "http://127.0.0.1:8080/healthz"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["coupa-changefeed"]
 CMD ["run"]

@@ -20,9 +20,6 @@ use crate::shutdown::Shutdown;
 use crate::sink::AnySink;
 use crate::store::Store;
 
-/// How long sinks may keep draining after shutdown is asked for.
-pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
-
 /// Live handles of a running daemon, for status and tests.
 #[derive(Clone)]
 pub struct Handles {
@@ -37,6 +34,10 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     /// `[delivery] stuck_after`, for readiness.
     pub stuck_after: Duration,
+    /// `[delivery] shutdown_timeout`: the sinks' last drain.
+    pub shutdown_timeout: Duration,
+    /// Set once shutdown begins (readiness turns false).
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Where the HTTP server listens (bound by [`build`], so port 0 works).
     pub server_addr: Option<std::net::SocketAddr>,
     /// The bound listener, taken by [`run_built`].
@@ -58,11 +59,25 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         sinks: Arc::new(settings.sinks.iter().map(|s| s.name()).collect()),
         max_backlog: settings.delivery.max_backlog,
     };
+    let shard = settings.shard()?;
     for plan in settings.plans()? {
+        if let Some(sh) = shard {
+            if !sh.owns(&plan.name) {
+                continue;
+            }
+        }
         let p = Poller::new(plan, client.clone(), store.clone()).with_backpressure(gate.clone());
         statuses.insert(p.name().to_string(), p.status());
         schedules.insert(p.name().to_string(), p.schedule().clone());
         pollers.push(p);
+    }
+    if let Some(sh) = shard {
+        let mine: Vec<&str> = pollers.iter().map(|p: &Poller| p.name()).collect();
+        if mine.is_empty() {
+            warn!(shard = %format!("{}/{}", sh.index, sh.count), "this replica owns none of the configured objects; it only serves health");
+        } else {
+            info!(shard = %format!("{}/{}", sh.index, sh.count), objects = ?mine, "this replica polls its share of the objects");
+        }
     }
     let sinks = settings
         .sinks
@@ -77,6 +92,8 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         schedules,
         metrics: Arc::default(),
         stuck_after: settings.delivery.stuck_after,
+        shutdown_timeout: settings.delivery.shutdown_timeout,
+        stopping: Arc::default(),
         server_addr,
         listener: Arc::new(Mutex::new(Some(listener))),
     };
@@ -153,9 +170,12 @@ pub async fn run_built(
         error!("{f}; stopping the daemon");
     }
     stop.fire();
+    handles
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     info!("shutting down: pollers finish their page");
     while poll_tasks.join_next().await.is_some() {}
-    if tokio::time::timeout(SHUTDOWN_DRAIN, async {
+    if tokio::time::timeout(handles.shutdown_timeout, async {
         while sink_tasks.join_next().await.is_some() {}
     })
     .await

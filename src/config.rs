@@ -59,6 +59,9 @@ pub struct Settings {
     /// What all sinks share (backpressure).
     #[serde(default)]
     pub delivery: DeliverySettings,
+    /// Splitting the objects between replicas.
+    #[serde(default)]
+    pub cluster: ClusterSettings,
     /// The health/metrics server.
     #[serde(default)]
     pub server: ServerSettings,
@@ -239,6 +242,9 @@ pub struct DeliverySettings {
     /// A sink failing this long without one delivery fails `/readyz`.
     #[serde(default = "default_stuck_after", with = "humantime_serde")]
     pub stuck_after: Duration,
+    /// On SIGTERM, how long sinks may keep delivering what is committed.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -246,7 +252,68 @@ impl Default for DeliverySettings {
         DeliverySettings {
             max_backlog: default_max_backlog(),
             stuck_after: default_stuck_after(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
+    }
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[cluster]`: splitting the objects between replicas.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// `"i/n"` (this replica is i of n, from 0), or `"hostname/n"` to take
+    /// i from the host name's trailing `-i` (a StatefulSet ordinal).
+    #[serde(default)]
+    pub shard: Option<String>,
+}
+
+/// This replica's share: `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `i/n` or `hostname/n` (with the given host name).
+    pub fn parse(spec: &str, hostname: &str) -> Result<Shard, String> {
+        let (i, n) = spec
+            .split_once('/')
+            .ok_or_else(|| format!("`{spec}` is not `i/n` or `hostname/n`"))?;
+        let count: u32 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| format!("`{n}` is not a replica count of at least 1"))?;
+        let index: u32 = if i.trim() == "hostname" {
+            hostname
+                .rsplit_once('-')
+                .and_then(|(_, o)| o.parse().ok())
+                .ok_or_else(|| {
+                    format!("host name `{hostname}` does not end in `-<ordinal>` (as StatefulSet pods do)")
+                })?
+        } else {
+            i.trim()
+                .parse()
+                .map_err(|_| format!("`{i}` is not a replica index"))?
+        };
+        if index >= count {
+            return Err(format!("replica index {index} is not below the count {count}"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether this replica polls `object`: rendezvous hashing, so a
+    /// change of replica count moves only about 1/n of the objects.
+    pub fn owns(&self, object: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        let score = |i: u32| -> [u8; 32] { Sha256::digest(format!("{object}\0{i}")).into() };
+        (0..self.count).max_by_key(|i| score(*i)) == Some(self.index)
     }
 }
 
@@ -641,6 +708,7 @@ impl Settings {
             }
         }
         self.plans()?;
+        self.shard()?;
         if self.delivery.max_backlog == 0 {
             return Err(ConfigError::new(
                 "delivery.max_backlog",
@@ -666,6 +734,20 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// This replica's share, if `[cluster] shard` is set.
+    pub fn shard(&self) -> Result<Option<Shard>, ConfigError> {
+        let Some(spec) = &self.cluster.shard else {
+            return Ok(None);
+        };
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_default();
+        Shard::parse(spec, host.trim())
+            .map(Some)
+            .map_err(|m| ConfigError::new("cluster.shard", m))
     }
 
     /// Every configured object with defaults applied.

@@ -24,6 +24,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod check;
 pub mod config;
 pub mod coupa;
 pub mod delivery;

@@ -33,6 +33,20 @@ enum Command {
         #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Validate the config, reach Coupa (one `limit=1` request per object) and every sink.
+    Check {
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 if a running daemon's /healthz answers (for container HEALTHCHECKs).
+    Health {
+        /// Default: http://127.0.0.1:8080/healthz
+        #[arg(long, default_value = "http://127.0.0.1:8080/healthz")]
+        url: String,
+    },
     /// Start the simulator and the daemon with embedded defaults; events on stdout.
     Demo {
         /// State directory (default: a fresh temporary one).
@@ -171,6 +185,34 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let (trigger, listener) = shutdown::channel();
             handle_signals(trigger);
             app::run(settings, listener).await
+        }
+        Command::Check { config, json } => {
+            let settings = Settings::load(config.as_deref())?;
+            let rows = coupa_changefeed::check::run(&settings).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<8} {:<28} {:<6} DETAIL", "PART", "NAME", "RESULT");
+                for r in &rows {
+                    let result = if r.ok { "ok" } else { "FAIL" };
+                    println!("{:<8} {:<28} {:<6} {}", r.component, r.name, result, r.detail);
+                }
+            }
+            let failed = rows.iter().filter(|r| !r.ok).count();
+            if failed > 0 {
+                anyhow::bail!("{failed} check(s) failed");
+            }
+            Ok(())
+        }
+        Command::Health { url } => {
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?;
+            let r = client.get(&url).send().await.with_context(|| format!("{url}: no answer"))?;
+            if !r.status().is_success() {
+                anyhow::bail!("{url}: {}", r.status());
+            }
+            Ok(())
         }
         Command::Demo { state, rate } => {
             init_logging(LogFormat::Pretty);

@@ -111,7 +111,7 @@ pub struct SinkView {
 /// Why the daemon is not ready (one per failing part).
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// `store`, `object` or `sink`.
+    /// `daemon`, `store`, `object` or `sink`.
     pub component: &'static str,
     pub name: String,
     pub reason: String,
@@ -144,6 +144,13 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
     let now = Utc::now();
     let uptime = state.started.elapsed();
     let mut problems = Vec::new();
+    if h.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        problems.push(Problem {
+            component: "daemon",
+            name: "coupa-changefeed".into(),
+            reason: "shutting down".into(),
+        });
+    }
     let stored = match h.store.object_states() {
         Ok(s) => s.into_iter().collect::<BTreeMap<_, _>>(),
         Err(e) => {

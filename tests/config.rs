@@ -258,3 +258,44 @@ fn sink_errors_name_the_sink_key() {
     let e = err(&format!("[delivery]\nmax_backlog = 0\n{GOOD}"));
     assert!(e.contains("`delivery.max_backlog`"), "{e}");
 }
+
+#[test]
+fn shards_split_the_objects_between_replicas() {
+    use coupa_changefeed::config::Shard;
+    use coupa_changefeed::coupa::objects::names;
+    let shards: Vec<Shard> = (0..3)
+        .map(|i| Shard::parse(&format!("{i}/3"), "").unwrap())
+        .collect();
+    let mut counts = [0; 3];
+    for o in names() {
+        let owners: Vec<usize> = (0..3).filter(|i| shards[*i].owns(o)).collect();
+        assert_eq!(owners.len(), 1, "{o} must have exactly one owner: {owners:?}");
+        counts[owners[0]] += 1;
+    }
+    assert!(counts.iter().all(|c| *c >= 3), "each replica gets a share: {counts:?}");
+    // Growing to 4 replicas moves only the objects the new one takes.
+    let four: Vec<Shard> = (0..4)
+        .map(|i| Shard::parse(&format!("{i}/4"), "").unwrap())
+        .collect();
+    for o in names() {
+        let before = (0..3).find(|i| shards[*i].owns(o)).unwrap();
+        let after = (0..4).find(|i| four[*i].owns(o)).unwrap();
+        assert!(after == before || after == 3, "{o} moved from {before} to {after}");
+    }
+    assert_eq!(
+        Shard::parse("hostname/3", "coupa-changefeed-2").unwrap(),
+        Shard { index: 2, count: 3 }
+    );
+    for (spec, host, msg) in [
+        ("3/3", "", "not below the count"),
+        ("x/3", "", "not a replica index"),
+        ("1/0", "", "at least 1"),
+        ("hostname/3", "laptop", "does not end in"),
+        ("1", "", "is not `i/n`"),
+    ] {
+        let e = Shard::parse(spec, host).unwrap_err();
+        assert!(e.contains(msg), "{spec}: {e}");
+    }
+    let e = err(&format!("[cluster]\nshard = \"5/2\"\n{GOOD}"));
+    assert!(e.contains("`cluster.shard`"), "{e}");
+}

@@ -480,7 +480,11 @@ async fn closed_port_is_transient_within_message_timeout() {
     assert_eq!(out.len(), 3);
     for o in &out {
         match o {
-            Err(SinkError::Transient(m)) => assert!(m.contains("sink `kafka`"), "{m}"),
+            Err(SinkError::Transient(m)) => {
+                assert!(m.contains("sink `kafka`"), "{m}");
+                // The timeout names its cause.
+                assert!(m.contains("Connection refused"), "{m}");
+            }
             other => panic!("want Transient, got {other:?}"),
         }
     }
@@ -533,6 +537,20 @@ async fn mock_after_a_failed_event_later_events_of_its_key_are_not_acked() {
     for v in 0..=10 {
         assert!(vs.contains(&v), "version {v} missing: {vs:?}");
     }
+}
+
+#[tokio::test]
+async fn probe_counts_brokers_or_fails_transiently() {
+    let cluster = mock_cluster(&[]);
+    let s = sink(&cluster.bootstrap_servers(), &[]);
+    assert_eq!(s.probe(Duration::from_secs(20)).await, Ok(3));
+    let closed = sink(&format!("127.0.0.1:{}", free_port()), &[]);
+    let started = Instant::now();
+    match closed.probe(Duration::from_secs(2)).await {
+        Err(SinkError::Transient(m)) => assert!(m.contains("sink `kafka`"), "{m}"),
+        other => panic!("want Transient, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(15));
 }
 
 #[test]

@@ -270,6 +270,9 @@ async fn hook(State(s): State<Arc<RxState>>, uri: Uri, h: HeaderMap, body: Bytes
     if status == StatusCode::FOUND {
         return (status, [("location", "/elsewhere")], "moved").into_response();
     }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return (status, [("retry-after", "1")], "slow down").into_response();
+    }
     let text = match status.as_u16() {
         200 => "ok".to_string(),
         401 => "bad signature".to_string(),
@@ -436,11 +439,33 @@ async fn statuses_other_than_2xx_fail_and_only_plain_4xx_are_permanent() {
         let out = s.deliver(&batch(vec![event(1, 1)])).await;
         let m = transient(&out[0]);
         assert!(m.contains(&code.to_string()), "{m}");
-        // The body's start is quoted, not all 5000 bytes of it.
-        assert!(m.contains("receiver says"), "{m}");
-        assert!(m.len() < 600, "{} bytes: {m}", m.len());
+        if code != 429 {
+            // The body's start is quoted, not all 5000 bytes of it.
+            assert!(m.contains("receiver says"), "{m}");
+            assert!(m.len() < 600, "{} bytes: {m}", m.len());
+        }
     }
     assert!(rx.accepted().is_empty());
+}
+
+#[tokio::test]
+async fn a_429s_retry_after_delays_the_next_batch() {
+    let rx = Receiver::start(&[NEW], Mode::Always(429)).await;
+    let mut cfg = config(&rx.url(), &[NEW]);
+    cfg.max_backoff = Duration::from_secs(5);
+    let mut s = sink(&cfg);
+    let out = s.deliver(&batch(vec![event(1, 1)])).await;
+    transient(&out[0]);
+    rx.set_mode(Mode::Ok);
+    let started = Instant::now();
+    assert_eq!(s.deliver(&batch(vec![event(1, 1)])).await, vec![Ok(())]);
+    // `Retry-After: 1` (within max_backoff) was honoured: a lower bound
+    // only, which load cannot break.
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -464,18 +489,15 @@ async fn a_slow_receiver_times_out_as_a_transient_failure() {
     assert!(m.contains("timeout"), "{m}");
 }
 
-/// A free port with nothing listening (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A port with nothing listening (bound, then released).
+fn unused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 #[tokio::test]
 async fn a_receiver_that_is_down_is_transient_and_served_once_up() {
-    let port = free_port();
+    let port = unused_port();
     let url = format!("http://127.0.0.1:{port}/hook?token={URL_TOKEN}");
     let mut s = sink(&config(&url, &[NEW]));
     let b = batch(vec![event(1, 1), event(1, 2)]);
@@ -599,6 +621,8 @@ fn config_errors_name_the_key_and_never_the_secret() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("secrets");
     std::fs::write(&file, format!("{NEW}\n\n{OLD}\n")).unwrap();
+    let bad_file = dir.path().join("bad");
+    std::fs::write(&bad_file, format!("{NEW}\nMfKQ9r8GKYqrTwjU\n")).unwrap();
     let url = "url = \"https://hooks.example.com/in\"";
     let cases = [
         (url.to_string(), "sinks[0].secret"),
@@ -627,6 +651,10 @@ fn config_errors_name_the_key_and_never_the_secret() {
                 "{url}\nsecret_file = \"{}\"",
                 dir.path().join("missing").display()
             ),
+            "sinks[0].secret_file",
+        ),
+        (
+            format!("{url}\nsecret_file = \"{}\"", bad_file.display()),
             "sinks[0].secret_file",
         ),
         (
@@ -721,7 +749,6 @@ impl Daemon {
             .sink(&format!(
                 "type = \"webhook\"\nmax_backoff = \"200ms\"\n{sink_lines}"
             ))
-            .raw("[server]\nlisten = \"127.0.0.1:0\"")
             .settings();
         let (handles, pollers, sinks) = app::build(&settings).unwrap();
         let (trigger, listener) = shutdown::channel();
@@ -851,7 +878,7 @@ async fn e2e_a_400_dead_letters_the_event_and_replay_delivers_it() {
 #[tokio::test]
 async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     let sim = Simulator::start(sim_config()).await.unwrap();
-    let port = free_port();
+    let port = unused_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     for _ in 0..3 {
         sim.create("purchase_orders", json!({}));

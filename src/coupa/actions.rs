@@ -300,9 +300,12 @@ impl Actions {
     /// filters set their own `order_by`, `dir`, `id[...]` bound, or a
     /// `fields` list without `id`, paging falls back to `offset`, which can
     /// skip records edited mid-search. `limit` and `offset` are the
-    /// stream's to set and are refused in `filters`. Requests: at most
-    /// `limit / 50 + 1` in id order; each page brings at least one new
-    /// record or ends the stream.
+    /// stream's to set and are refused in `filters`.
+    ///
+    /// Bounded: pages of at most 50 (the last one shrunk to what the limit
+    /// leaves), so normally `ceil(limit / 50) + 1` requests; never more
+    /// than `limit + 1`, since every page brings a new record or ends the
+    /// stream (a server ignoring `id[gt]` is an error, not a loop).
     pub fn search(
         &self,
         target: impl Into<Target>,
@@ -317,10 +320,7 @@ impl Actions {
                 spec.name
             )));
         }
-        if let Some((k, _)) = filters
-            .iter()
-            .find(|(k, _)| k == "limit" || k == "offset")
-        {
+        if let Some((k, _)) = filters.iter().find(|(k, _)| k == "limit" || k == "offset") {
             return Err(CoupaError::Invalid(format!(
                 "{}: `{k}` is set by the search itself (pass the limit argument; pages follow)",
                 spec.name
@@ -777,7 +777,10 @@ mod tests {
     #[test]
     fn refusals_follow_the_catalogue() {
         let e = resolve(&"purchase_order_lines".into(), Op::Create).unwrap_err();
-        assert!(e.to_string().contains("through their purchase order"), "{e}");
+        assert!(
+            e.to_string().contains("through their purchase order"),
+            "{e}"
+        );
         assert_eq!(e.kind(), "refused");
         let e = resolve(&"purchase_orders".into(), Op::Action("resolve")).unwrap_err();
         assert!(e.to_string().contains("close, cancel"), "{e}");

@@ -622,14 +622,18 @@ pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure 
             Some(errors) => {
                 let errors = inner.auth.redact_json(errors);
                 let mut messages = validation_messages(&errors);
-                let (mut fields, warnings) = field_errors(&errors);
+                let mut fields = field_errors(&errors);
                 if messages.is_empty() {
                     messages.push(text());
                 }
-                if fields.is_empty() && warnings.is_empty() {
-                    fields.push(FieldError { field: "base".into(), message: text() });
+                // A 400 always names at least one reason.
+                if fields.is_empty() {
+                    fields.push(FieldError {
+                        field: "base".into(),
+                        message: messages.join("; "),
+                    });
                 }
-                CoupaError::Validation { url, errors, messages, fields, warnings }
+                CoupaError::Validation { url, errors, messages, fields }
             }
             None => CoupaError::Status { url, status: 400, snippet: text() },
         },

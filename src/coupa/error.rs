@@ -95,12 +95,10 @@ pub enum CoupaError {
         errors: Value,
         /// Readable `field: message` lines (warnings included).
         messages: Vec<String>,
-        /// Each message with its key, for callers that act per field
-        /// (warnings excluded).
+        /// Each message with its key, for callers that act per field.
+        /// Messages under Coupa's `warnings` key did not cause the 400 and
+        /// are left out (they stay in `messages` and `errors`).
         fields: Vec<FieldError>,
-        /// Messages under the `warnings` key: Coupa may send them beside
-        /// errors; they did not cause the 400.
-        warnings: Vec<String>,
     },
 
     /// Refused before any request: the catalogue says Coupa does not allow
@@ -286,23 +284,21 @@ pub(crate) fn validation_messages(errors: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Splits Coupa's `errors` value into per-field messages and the
-/// messages under `warnings` (which did not cause the rejection).
-pub(crate) fn field_errors(errors: &Value) -> (Vec<FieldError>, Vec<String>) {
-    let mut fields = Vec::new();
-    let mut warnings = Vec::new();
-    for (key, message) in walk_errors(errors) {
-        match key {
-            Some(k) if k == "warnings" || k.starts_with("warnings.") || k.starts_with("warnings[") => {
-                warnings.push(message)
-            }
-            key => fields.push(FieldError {
-                field: key.unwrap_or_else(|| "base".into()),
-                message,
-            }),
-        }
-    }
-    (fields, warnings)
+/// The per-field messages in Coupa's `errors` value, without those under
+/// `warnings` (which did not cause the rejection).
+pub(crate) fn field_errors(errors: &Value) -> Vec<FieldError> {
+    walk_errors(errors)
+        .into_iter()
+        .filter(|(key, _)| {
+            !key.as_deref().is_some_and(|k| {
+                k == "warnings" || k.starts_with("warnings.") || k.starts_with("warnings[")
+            })
+        })
+        .map(|(key, message)| FieldError {
+            field: key.unwrap_or_else(|| "base".into()),
+            message,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -326,8 +322,8 @@ mod tests {
     }
 
     #[test]
-    fn field_errors_keep_keys_and_split_off_warnings() {
-        let (fields, warnings) = field_errors(&json!({
+    fn field_errors_keep_keys_and_leave_out_warnings() {
+        let fields = field_errors(&json!({
             "supplier": ["Name can't be blank"],
             "order-lines": [{"price": ["must be positive"]}],
             "warnings": ["Budget exceeded"],
@@ -343,8 +339,7 @@ mod tests {
                 ("supplier", "Name can't be blank")
             ]
         );
-        assert_eq!(warnings, ["Budget exceeded"]);
-        let (fields, _) = field_errors(&json!(["plain"]));
+        let fields = field_errors(&json!(["plain"]));
         assert_eq!(fields[0].field, "base");
     }
 

@@ -215,10 +215,11 @@ fn no_route(method: &str, path: &str) -> Response {
     )
 }
 
-/// 401 without credentials Coupa accepts, 403 without the scope.
-fn authorize(sh: &Shared, headers: &HeaderMap, scope: &str) -> Result<(), Response> {
+/// The refusal, if any: 401 without credentials Coupa accepts, 403
+/// without the scope.
+fn unauthorized(sh: &Shared, headers: &HeaderMap, scope: &str) -> Option<Response> {
     match sh.auth.check(headers, scope) {
-        Ok(()) => Ok(()),
+        Ok(()) => None,
         Err(Denied::Unauthenticated(why)) => {
             let mut r = error(
                 StatusCode::UNAUTHORIZED,
@@ -227,9 +228,9 @@ fn authorize(sh: &Shared, headers: &HeaderMap, scope: &str) -> Result<(), Respon
             );
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(r)
+            Some(r)
         }
-        Err(Denied::MissingScope(scope)) => Err(error(
+        Err(Denied::MissingScope(scope)) => Some(error(
             StatusCode::FORBIDDEN,
             "base",
             format!("Forbidden: token lacks scope {scope}"),
@@ -240,15 +241,15 @@ fn authorize(sh: &Shared, headers: &HeaderMap, scope: &str) -> Result<(), Respon
 /// Real Coupa answers XML unless asked for JSON; the simulator only
 /// speaks JSON, so it refuses loudly instead of answering something the
 /// real service would not.
-fn accepts_json(headers: &HeaderMap) -> Result<(), Response> {
+fn not_json(headers: &HeaderMap) -> Option<Response> {
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if accept.contains("application/json") {
-        return Ok(());
+        return None;
     }
-    Err(error(
+    Some(error(
         StatusCode::NOT_ACCEPTABLE,
         "base",
         "send Accept: application/json (without it Coupa answers XML)",
@@ -276,10 +277,10 @@ async fn api_get(State(sh): St, req: Request) -> Response {
     let Some(t) = resolve(&path).filter(|t| t.action.is_none()) else {
         return no_route("GET", &path);
     };
-    if let Err(r) = authorize(&sh, headers, &t.spec.read_scope()) {
+    if let Some(r) = unauthorized(&sh, headers, &t.spec.read_scope()) {
         return r;
     }
-    if let Err(r) = accepts_json(headers) {
+    if let Some(r) = not_json(headers) {
         return r;
     }
     if let Some(r) = missing_parent(&sh, &t) {
@@ -355,10 +356,10 @@ async fn api_write(State(sh): St, req: Request) -> Response {
         _ => return no_route(method.as_str(), &path),
     };
     let headers = req.headers().clone();
-    if let Err(r) = authorize(&sh, &headers, &t.spec.write_scope()) {
+    if let Some(r) = unauthorized(&sh, &headers, &t.spec.write_scope()) {
         return r;
     }
-    if let Err(r) = accepts_json(&headers) {
+    if let Some(r) = not_json(&headers) {
         return r;
     }
     if let Some(r) = missing_parent(&sh, &t) {
@@ -366,7 +367,13 @@ async fn api_write(State(sh): St, req: Request) -> Response {
     }
     let bytes = match to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "base", format!("unreadable body: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "base",
+                format!("unreadable body: {e}"),
+            )
+        }
     };
     let body = if bytes.iter().all(u8::is_ascii_whitespace) {
         Map::new()
@@ -385,8 +392,20 @@ async fn api_write(State(sh): St, req: Request) -> Response {
         }
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => return error(StatusCode::BAD_REQUEST, "base", "the body must be a JSON object"),
-            Err(e) => return error(StatusCode::BAD_REQUEST, "base", format!("malformed JSON: {e}")),
+            Ok(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "base",
+                    "the body must be a JSON object",
+                )
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "base",
+                    format!("malformed JSON: {e}"),
+                )
+            }
         }
     };
     let q = match Query::parse(&raw_query) {
@@ -397,7 +416,9 @@ async fn api_write(State(sh): St, req: Request) -> Response {
     let result = {
         let mut store = lock(&sh.store);
         match write {
-            Write::Create { alert } => writes::create(&mut store, t.spec, t.parent, body, alert, now),
+            Write::Create { alert } => {
+                writes::create(&mut store, t.spec, t.parent, body, alert, now)
+            }
             _ => {
                 let id = numeric_id.expect("matched above");
                 // A child is only reachable under its own parent.

@@ -160,7 +160,10 @@ async fn po_state_machine_and_legacy_flags() {
         None,
     )
     .await;
-    assert_eq!((status.as_u16(), &reopened["status"]), (200, &json!("issued")));
+    assert_eq!(
+        (status.as_u16(), &reopened["status"]),
+        (200, &json!("issued"))
+    );
     // The older form: a body flag on a plain PUT.
     let (status, cancelled) = call(
         &sim,
@@ -169,7 +172,10 @@ async fn po_state_machine_and_legacy_flags() {
         Some(json!({"_cancel": true})),
     )
     .await;
-    assert_eq!((status.as_u16(), &cancelled["status"]), (200, &json!("cancelled")));
+    assert_eq!(
+        (status.as_u16(), &cancelled["status"]),
+        (200, &json!("cancelled"))
+    );
     // A status is changed only by the actions.
     let (status, body) = call(
         &sim,
@@ -190,7 +196,10 @@ async fn po_state_machine_and_legacy_flags() {
 #[tokio::test]
 async fn integration_runs_move_through_their_statuses() {
     let sim = start().await;
-    sim.create("integrations", json!({"code": "ERP-PO", "name": "PO export"}));
+    sim.create(
+        "integrations",
+        json!({"code": "ERP-PO", "name": "PO export"}),
+    );
     let (status, run) = call(
         &sim,
         Method::POST,
@@ -199,7 +208,10 @@ async fn integration_runs_move_through_their_statuses() {
     )
     .await;
     assert_eq!(status, 201, "{run}");
-    assert_eq!(run["status"], "pending", "created pending whatever the body says");
+    assert_eq!(
+        run["status"], "pending",
+        "created pending whatever the body says"
+    );
     let (status, running) = call(
         &sim,
         Method::PUT,
@@ -247,7 +259,13 @@ async fn integration_errors_alert_and_resolve_once() {
     assert_eq!((status.as_u16(), &r["resolved"]), (200, &json!(true)));
     let (status, _) = call(&sim, Method::PUT, "/api/integration_errors/1/resolve", None).await;
     assert_eq!(status, 400);
-    let (status, r) = call(&sim, Method::PUT, "/api/integration_errors/1/unresolve", None).await;
+    let (status, r) = call(
+        &sim,
+        Method::PUT,
+        "/api/integration_errors/1/unresolve",
+        None,
+    )
+    .await;
     assert_eq!((status.as_u16(), &r["resolved"]), (200, &json!(false)));
 }
 
@@ -286,7 +304,9 @@ async fn routes_follow_the_catalogue() {
 #[tokio::test]
 async fn nested_writes_need_their_parent() {
     let sim = start().await;
-    let supplier = sim.create("suppliers", json!({"name": "A"}))["id"].as_u64().unwrap();
+    let supplier = sim.create("suppliers", json!({"name": "A"}))["id"]
+        .as_u64()
+        .unwrap();
     let (status, addr) = call(
         &sim,
         Method::POST,
@@ -371,7 +391,10 @@ async fn writes_need_the_write_scope_json_and_honour_return_object() {
     let rec = sim.get("purchase_orders", po).unwrap();
     assert_eq!(rec["exported"], true);
     assert!(rec["last-exported-at"].is_string());
-    assert_ne!(rec["po-number"], "ignored", "other changes beside exported are ignored");
+    assert_ne!(
+        rec["po-number"], "ignored",
+        "other changes beside exported are ignored"
+    );
 
     let (status, body) = call(
         &sim,
@@ -384,7 +407,9 @@ async fn writes_need_the_write_scope_json_and_honour_return_object() {
     let (_, body) = call(
         &sim,
         Method::PUT,
-        &format!("/api/purchase_orders/{po}?fields=%5B%22id%22%2C%7B%22custom_fields%22%3A%7B%7D%7D%5D"),
+        &format!(
+            "/api/purchase_orders/{po}?fields=%5B%22id%22%2C%7B%22custom_fields%22%3A%7B%7D%7D%5D"
+        ),
         Some(json!({})),
     )
     .await;
@@ -399,7 +424,17 @@ async fn a_response_lost_after_handling_still_wrote() {
         Fault::StatusAfterHandling { status: 500 },
         1,
     ));
-    let (status, _) = call(&sim, Method::POST, "/api/departments", Some(json!({"name": "X"}))).await;
+    let (status, _) = call(
+        &sim,
+        Method::POST,
+        "/api/departments",
+        Some(json!({"name": "X"})),
+    )
+    .await;
     assert_eq!(status, 500);
-    assert_eq!(sim.versions("departments").len(), 1, "the write took effect");
+    assert_eq!(
+        sim.versions("departments").len(),
+        1,
+        "the write took effect"
+    );
 }

@@ -139,7 +139,12 @@ fn transition(object: &str, action: &str) -> Option<(&'static [&'static str], &'
         "issued",
         "error",
     ];
-    const PO_HELD: &[&str] = &["draft", "buyer_hold", "currency_hold", "supplier_window_hold"];
+    const PO_HELD: &[&str] = &[
+        "draft",
+        "buyer_hold",
+        "currency_hold",
+        "supplier_window_hold",
+    ];
     const RUN_LIVE: &[&str] = &["pending", "running", "paused"];
     Some(match (object, action) {
         ("purchase_orders", "close") => (&["issued", "soft_closed", "supplier_hold"], "closed"),
@@ -486,7 +491,11 @@ fn act(
         "resolve" | "unresolve" => {
             let want = action == "resolve";
             if truthy(record.get("resolved")) == want {
-                let state = if want { "already resolved" } else { "not resolved" };
+                let state = if want {
+                    "already resolved"
+                } else {
+                    "not resolved"
+                };
                 return Err(Rejection::invalid(
                     spec,
                     vec![format!("Cannot {action} {what}: it is {state}")],
@@ -502,8 +511,9 @@ fn act(
 /// Whether `spec` may have a record `id` under `parent` (nested routes).
 pub(crate) fn parent_exists(store: &Store, spec: &ObjectSpec, parent: Option<u64>) -> bool {
     match (spec.parent, parent) {
-        (Some(p), Some(pid)) => objects::lookup(p.object)
-            .is_some_and(|ps| store.table(ps.name).contains_key(&pid)),
+        (Some(p), Some(pid)) => {
+            objects::lookup(p.object).is_some_and(|ps| store.table(ps.name).contains_key(&pid))
+        }
         _ => true,
     }
 }
@@ -519,10 +529,14 @@ mod tests {
 
     #[test]
     fn custom_fields_merge_and_legacy_keys_stay_top_level() {
-        let mut r = rec(json!({"seg3default": "1", "custom-fields": {"cost-center": "CC-1", "erp-reference": null}}));
+        let mut r = rec(
+            json!({"seg3default": "1", "custom-fields": {"cost-center": "CC-1", "erp-reference": null}}),
+        );
         merge(
             &mut r,
-            rec(json!({"seg3default": "2", "custom_fields": {"erp_reference": "E-9", "seg3default": "3", "new-one": true}})),
+            rec(
+                json!({"seg3default": "2", "custom_fields": {"erp_reference": "E-9", "seg3default": "3", "new-one": true}}),
+            ),
         );
         assert_eq!(
             Value::Object(r),
@@ -540,13 +554,28 @@ mod tests {
             .unwrap();
         let closed = update(&mut store, spec, 1, Map::new(), Write::Action("close"), now).unwrap();
         assert_eq!(closed["status"], "closed");
-        let e = update(&mut store, spec, 1, Map::new(), Write::Action("cancel"), now).unwrap_err();
+        let e = update(
+            &mut store,
+            spec,
+            1,
+            Map::new(),
+            Write::Action("cancel"),
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.status, 400);
         assert_eq!(e.key, "purchase_order");
-        assert!(e.messages[0].contains("closed cannot change to cancelled"), "{e:?}");
+        assert!(
+            e.messages[0].contains("closed cannot change to cancelled"),
+            "{e:?}"
+        );
         let e = update(&mut store, spec, 1, Map::new(), Write::Action("close"), now).unwrap_err();
         assert!(e.messages[0].contains("already closed"), "{e:?}");
-        assert_eq!(store.versions("purchase_orders").len(), 2, "refusals make no version");
+        assert_eq!(
+            store.versions("purchase_orders").len(),
+            2,
+            "refusals make no version"
+        );
     }
 
     #[test]

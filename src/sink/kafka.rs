@@ -15,13 +15,19 @@
 //! reported transient too, so the retry resends them after it: a consumer
 //! may see a duplicate (same `ce_id`), never an older version last.
 //!
+//! A round in which a message timed out (or the producer hit a fatal
+//! error) ends with a fresh producer: it bootstraps again and gets a new
+//! producer id, which a broker that lost its producer state requires.
+//!
 //! Property values never appear in errors or logs (`sasl.password`…).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -308,13 +314,54 @@ fn is_permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// librdkafka's logs and errors, routed into `tracing` under the sink's
+/// name; the last error is kept because it explains a later timeout
+/// ("Connection refused", "SASL authentication failed", …).
+struct Context {
+    sink: String,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        use RDKafkaLogLevel::*;
+        let sink = &self.sink;
+        match level {
+            // Connection failures repeat while a broker is down, and
+            // `delivery` already warns about what they cause.
+            Emerg | Alert | Critical | Error | Warning => {
+                tracing::warn!(sink, "librdkafka {fac}: {message}")
+            }
+            Notice | Info => tracing::info!(sink, "librdkafka {fac}: {message}"),
+            Debug => tracing::debug!(sink, "librdkafka {fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(sink = %self.sink, "librdkafka: {error}: {reason}");
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        // "All brokers down" follows the error that says why: keep that one.
+        let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if !summary || last.is_none() {
+            *last = Some(reason.to_string());
+        }
+    }
+}
+
+/// The producer type, with [`Context`].
+type KafkaProducer = FutureProducer<Context>;
+
 /// A producer for one cluster.
 pub struct KafkaSink {
     name: String,
     template: String,
-    /// Kept to rebuild the producer after a fatal (idempotence) error.
+    /// Kept to renew the producer (see `renew_producer_if_needed`).
     client_config: ClientConfig,
-    producer: FutureProducer,
+    /// The user's properties, to keep secret values out of errors.
+    properties: BTreeMap<String, String>,
+    producer: KafkaProducer,
+    /// The producer's last client-level error (see [`Context`]).
+    last_error: Arc<Mutex<Option<String>>>,
     policy: RetryPolicy,
     /// The effective `message.timeout.ms`.
     message_timeout: Duration,
@@ -330,11 +377,15 @@ impl KafkaSink {
         let built = config.check().map_err(|e| {
             SinkError::Permanent(format!("sink `{name}`: `{}` {}", e.key, e.message))
         })?;
-        let producer = create_producer(&name, &built.client_config, &config.properties)?;
+        let last_error = Arc::new(Mutex::new(None));
+        let producer =
+            create_producer(&name, &built.client_config, &config.properties, &last_error)?;
         Ok(KafkaSink {
+            last_error,
             name,
             template: config.topic.clone(),
             client_config: built.client_config,
+            properties: config.properties.clone(),
             producer,
             policy: RetryPolicy {
                 max_retry_age: Some(config.max_retry_age),
@@ -386,7 +437,14 @@ impl KafkaSink {
         match e.rdkafka_error_code() {
             Some(RDKafkaErrorCode::MessageTimedOut) => {
                 self.stale.store(true, Ordering::Relaxed);
-                SinkError::Transient(format!("{at}: {e}"))
+                let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+                match last.as_deref() {
+                    Some(why) => SinkError::Transient(format!(
+                        "{at}: {e}; last broker error: {}",
+                        redact(why, &self.properties)
+                    )),
+                    None => SinkError::Transient(format!("{at}: {e}")),
+                }
             }
             Some(code) if is_permanent(code) => {
                 SinkError::Permanent(format!("{at}: {e} (resending cannot fix this)"))
@@ -438,7 +496,12 @@ impl KafkaSink {
                 tracing::info!(sink = %self.name, "Kafka messages timed out; creating a new producer")
             }
         }
-        match create_producer(&self.name, &self.client_config, &BTreeMap::new()) {
+        match create_producer(
+            &self.name,
+            &self.client_config,
+            &self.properties,
+            &self.last_error,
+        ) {
             Ok(p) => self.producer = p,
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "cannot recreate the Kafka producer")
@@ -451,15 +514,21 @@ fn create_producer(
     name: &str,
     cc: &ClientConfig,
     props: &BTreeMap<String, String>,
-) -> Result<FutureProducer, SinkError> {
-    cc.create::<FutureProducer>().map_err(|e| {
-        // KafkaError's Display of a config error carries the value.
-        let msg = match &e {
-            KafkaError::ClientConfig(_, _, key, _) => format!("invalid property `{key}`"),
-            other => redact(&other.to_string(), props),
-        };
-        SinkError::Permanent(format!("sink `{name}`: cannot create the producer: {msg}"))
-    })
+    last_error: &Arc<Mutex<Option<String>>>,
+) -> Result<KafkaProducer, SinkError> {
+    let context = Context {
+        sink: name.to_string(),
+        last_error: last_error.clone(),
+    };
+    cc.create_with_context::<_, KafkaProducer>(context)
+        .map_err(|e| {
+            // KafkaError's Display of a config error carries the value.
+            let msg = match &e {
+                KafkaError::ClientConfig(_, _, key, _) => format!("invalid property `{key}`"),
+                other => redact(&other.to_string(), props),
+            };
+            SinkError::Permanent(format!("sink `{name}`: cannot create the producer: {msg}"))
+        })
 }
 
 impl Sink for KafkaSink {
@@ -556,6 +625,10 @@ impl Sink for KafkaSink {
             outcomes[j] = Some(self.report(fut, &topics[j], &batch[j].1).await);
         }
         self.renew_producer_if_needed();
+        if outcomes.iter().any(|o| matches!(o, Some(Ok(())))) {
+            // The cluster works again: old errors explain nothing now.
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
 
         // An event acked after an earlier one of its key failed is resent
         // after it, so the newest version is the last a consumer sees.

@@ -112,13 +112,21 @@ impl WebhookConfig {
                 ));
             }
             let text = crate::config::read_secret(&file_key, &path)?;
-            let secrets: Vec<SecretString> = text
-                .expose_secret()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(SecretString::from)
-                .collect();
+            let mut secrets = Vec::new();
+            for (n, line) in text.expose_secret().lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                // Named here, by line: `check` would blame `secret[i]`.
+                signing_key(line).map_err(|why| {
+                    ConfigError::new(
+                        &file_key,
+                        format!("line {} of `{}`: {why}", n + 1, path.display()),
+                    )
+                })?;
+                secrets.push(SecretString::from(line));
+            }
             if secrets.is_empty() {
                 return Err(ConfigError::new(
                     file_key,
@@ -406,6 +414,8 @@ impl WebhookSink {
         let mut message = format!("POST {} answered {status}", self.shown);
         if status.is_redirection() {
             message += " (redirects are not followed: point `url` at the final address)";
+        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            message += " (does the receiver have this sink's secret and any auth header it needs?)";
         }
         if !body.is_empty() {
             message += &format!(": {body}");

@@ -67,7 +67,10 @@ pub fn seed(sim: &SimHandle) {
             json!({"po-number": format!("PO-100{n}"), "status": status}),
         );
     }
-    sim.create("purchase_order_lines", json!({"order-header-id": PO_ISSUED}));
+    sim.create(
+        "purchase_order_lines",
+        json!({"order-header-id": PO_ISSUED}),
+    );
     sim.create("inventory_transactions", json!({"status": "received"}));
     for status in ["pending", "running", "successful"] {
         sim.create(
@@ -376,7 +379,9 @@ impl Case {
                 },
             ) => {
                 if kind != "validation" || *status != Some(400) {
-                    return Err(format!("expected a 400 validation error, got {kind}: {message}"));
+                    return Err(format!(
+                        "expected a 400 validation error, got {kind}: {message}"
+                    ));
                 }
                 let ok = fields.len() == want.len()
                     && fields
@@ -393,7 +398,9 @@ impl Case {
             if matches!(*kind, "refused" | "invalid") {
                 let sent = sim.requests().len() - requests_before;
                 if sent != 0 {
-                    return Err(format!("{kind} up front, yet {sent} requests reached Coupa"));
+                    return Err(format!(
+                        "{kind} up front, yet {sent} requests reached Coupa"
+                    ));
                 }
             }
         }
@@ -520,50 +527,91 @@ pub fn cases() -> Vec<Case> {
         // -- get --
         case(
             "get_a_purchase_order",
-            Act::Get { target: top("purchase_orders"), id: PO_ISSUED },
-            Expect::Ok(json!({"id": PO_ISSUED, "po-number": "PO-1001", "status": "issued",
-                              "custom-fields": {"cost-center": ANY}})),
+            Act::Get {
+                target: top("purchase_orders"),
+                id: PO_ISSUED,
+            },
+            Expect::Ok(
+                json!({"id": PO_ISSUED, "po-number": "PO-1001", "status": "issued",
+                              "custom-fields": {"cost-center": ANY}}),
+            ),
         ),
         case(
             "get_a_missing_record_is_not_found",
-            Act::Get { target: top("purchase_orders"), id: MISSING },
+            Act::Get {
+                target: top("purchase_orders"),
+                id: MISSING,
+            },
             err("not_found", Some(404), "/api/purchase_orders/999"),
         ),
         case(
             "get_a_supplier_site_under_its_supplier",
-            Act::Get { target: Target::nested("supplier_sites", SUPPLIER_ACME), id: 1 },
+            Act::Get {
+                target: Target::nested("supplier_sites", SUPPLIER_ACME),
+                id: 1,
+            },
             Expect::Ok(json!({"id": 1, "code": "SITE-A1"})),
         ),
         case(
             "get_a_site_under_another_supplier_is_not_found",
-            Act::Get { target: Target::nested("supplier_sites", SUPPLIER_BOREALIS), id: 1 },
+            Act::Get {
+                target: Target::nested("supplier_sites", SUPPLIER_BOREALIS),
+                id: 1,
+            },
             err("not_found", Some(404), "/api/suppliers/2/supplier_sites/1"),
         ),
         case(
             "get_a_nested_object_without_its_parent_is_invalid",
-            Act::Get { target: top("supplier_sites"), id: 1 },
+            Act::Get {
+                target: top("supplier_sites"),
+                id: 1,
+            },
             err("invalid", None, "give the parent suppliers id"),
         ),
         case(
             "get_an_unknown_object_is_invalid",
-            Act::Get { target: top("widgets"), id: 1 },
+            Act::Get {
+                target: top("widgets"),
+                id: 1,
+            },
             err("invalid", None, "unknown object `widgets`"),
         ),
         // -- search --
         case(
             "search_with_a_filter",
-            Act::Search { target: top("purchase_orders"), filters: q(&[("status", "issued")]), limit: 10 },
-            Expect::Records { count: 2, each: json!({"status": "issued"}) },
+            Act::Search {
+                target: top("purchase_orders"),
+                filters: q(&[("status", "issued")]),
+                limit: 10,
+            },
+            Expect::Records {
+                count: 2,
+                each: json!({"status": "issued"}),
+            },
         ),
         case(
             "search_pages_past_fifty_up_to_the_limit",
-            Act::Search { target: top("departments"), filters: vec![], limit: 55 },
-            Expect::Records { count: 55, each: json!({"name": ANY}) },
+            Act::Search {
+                target: top("departments"),
+                filters: vec![],
+                limit: 55,
+            },
+            Expect::Records {
+                count: 55,
+                each: json!({"name": ANY}),
+            },
         ),
         case(
             "search_ends_with_the_results",
-            Act::Search { target: top("departments"), filters: vec![], limit: 500 },
-            Expect::Records { count: DEPARTMENTS, each: json!({}) },
+            Act::Search {
+                target: top("departments"),
+                filters: vec![],
+                limit: 500,
+            },
+            Expect::Records {
+                count: DEPARTMENTS,
+                each: json!({}),
+            },
         ),
         case(
             "search_in_an_order_of_ones_own_pages_by_offset",
@@ -572,7 +620,10 @@ pub fn cases() -> Vec<Case> {
                 filters: q(&[("order_by", "name"), ("dir", "desc")]),
                 limit: 55,
             },
-            Expect::Records { count: 55, each: json!({}) },
+            Expect::Records {
+                count: 55,
+                each: json!({}),
+            },
         ),
         case(
             "search_under_a_parent",
@@ -581,11 +632,18 @@ pub fn cases() -> Vec<Case> {
                 filters: q(&[("active", "true")]),
                 limit: 10,
             },
-            Expect::Records { count: 2, each: json!({"active": true}) },
+            Expect::Records {
+                count: 2,
+                each: json!({"active": true}),
+            },
         ),
         case(
             "search_refuses_paging_parameters_of_its_own",
-            Act::Search { target: top("departments"), filters: q(&[("offset", "5")]), limit: 5 },
+            Act::Search {
+                target: top("departments"),
+                filters: q(&[("offset", "5")]),
+                limit: 5,
+            },
             err("invalid", None, "`offset` is set by the search"),
         ),
         // -- create --
@@ -599,21 +657,37 @@ pub fn cases() -> Vec<Case> {
             Expect::Ok(json!({"id": 3, "name": "Cascade Metals",
                               "custom-fields": {"erp-vendor-id": "V-77"}})),
         )
-        .after("suppliers", 3, json!({"number": "S-CAS", "custom-fields": {"erp-vendor-id": "V-77"}})),
+        .after(
+            "suppliers",
+            3,
+            json!({"number": "S-CAS", "custom-fields": {"erp-vendor-id": "V-77"}}),
+        ),
         case(
             "create_with_blank_required_fields_lists_each",
-            Act::Create { target: top("users"), body: json!({}) },
+            Act::Create {
+                target: top("users"),
+                body: json!({}),
+            },
             invalid("user", &["Login can't be blank", "Email can't be blank"]),
         ),
         case(
             "create_with_a_taken_name",
-            Act::Create { target: top("suppliers"), body: json!({"name": "Acme Supply"}) },
+            Act::Create {
+                target: top("suppliers"),
+                body: json!({"name": "Acme Supply"}),
+            },
             invalid("supplier", &["Name has already been taken"]),
         ),
         case(
             "create_an_integration_error_without_its_document_lists_each_field",
-            Act::Create { target: top("integration_errors"), body: json!({"status": "Error"}) },
-            invalid("integration_error", &["Document type can't be blank", "Document id can't be blank"]),
+            Act::Create {
+                target: top("integration_errors"),
+                body: json!({"status": "Error"}),
+            },
+            invalid(
+                "integration_error",
+                &["Document type can't be blank", "Document id can't be blank"],
+            ),
         ),
         case(
             "create_a_native_purchase_order_is_a_400",
@@ -652,18 +726,32 @@ pub fn cases() -> Vec<Case> {
         ),
         case(
             "create_a_po_line_is_refused",
-            Act::Create { target: top("purchase_order_lines"), body: json!({"quantity": "1"}) },
+            Act::Create {
+                target: top("purchase_order_lines"),
+                body: json!({"quantity": "1"}),
+            },
             err("refused", None, "through their purchase order"),
         ),
         case(
             "create_a_receipt_is_refused",
-            Act::Create { target: top("inventory_transactions"), body: json!({}) },
-            err("refused", None, "inventory_transactions: create is not allowed"),
+            Act::Create {
+                target: top("inventory_transactions"),
+                body: json!({}),
+            },
+            err(
+                "refused",
+                None,
+                "inventory_transactions: create is not allowed",
+            ),
         ),
         // -- update --
         case(
             "update_a_po_line_is_refused",
-            Act::Update { target: top("purchase_order_lines"), id: 1, body: json!({"quantity": "2"}) },
+            Act::Update {
+                target: top("purchase_order_lines"),
+                id: 1,
+                body: json!({"quantity": "2"}),
+            },
             err("refused", None, "update purchase_orders with `order-lines`"),
         ),
         case(
@@ -675,7 +763,11 @@ pub fn cases() -> Vec<Case> {
             },
             Expect::Ok(json!({"custom-fields": {"erp-reference": "ERP-0001", "cost-center": ANY}})),
         )
-        .after("purchase_orders", PO_ISSUED, json!({"custom-fields": {"erp-reference": "ERP-0001"}})),
+        .after(
+            "purchase_orders",
+            PO_ISSUED,
+            json!({"custom-fields": {"erp-reference": "ERP-0001"}}),
+        ),
         case(
             "update_a_legacy_custom_field_through_the_namespace",
             Act::Update {
@@ -688,41 +780,67 @@ pub fn cases() -> Vec<Case> {
         .after("users", USER, json!({"seg3default": "777"})),
         case(
             "update_a_status_directly_is_a_400",
-            Act::Update { target: top("purchase_orders"), id: PO_ISSUED, body: json!({"status": "closed"}) },
+            Act::Update {
+                target: top("purchase_orders"),
+                id: PO_ISSUED,
+                body: json!({"status": "closed"}),
+            },
             invalid("purchase_order", &["Status can't be changed by an update"]),
         )
         .after("purchase_orders", PO_ISSUED, json!({"status": "issued"})),
         case(
             "update_a_missing_record_is_not_found",
-            Act::Update { target: top("purchase_orders"), id: MISSING, body: json!({"po-number": "X"}) },
+            Act::Update {
+                target: top("purchase_orders"),
+                id: MISSING,
+                body: json!({"po-number": "X"}),
+            },
             err("not_found", Some(404), "/api/purchase_orders/999"),
         ),
         case(
             "mark_a_purchase_order_exported",
-            Act::MarkExported { target: top("purchase_orders"), id: PO_ISSUED },
+            Act::MarkExported {
+                target: top("purchase_orders"),
+                id: PO_ISSUED,
+            },
             Expect::Ok(json!({"exported": true, "last-exported-at": ANY})),
         )
         .after("purchase_orders", PO_ISSUED, json!({"exported": true})),
         case(
             "mark_exported_a_po_line_is_refused",
-            Act::MarkExported { target: top("purchase_order_lines"), id: 1 },
+            Act::MarkExported {
+                target: top("purchase_order_lines"),
+                id: 1,
+            },
             err("refused", None, "purchase_order_lines"),
         ),
         // -- suppliers --
         case(
             "remit_to_addresses_of_a_supplier",
-            Act::RemitToAddresses { supplier_id: SUPPLIER_ACME },
-            Expect::Records { count: 2, each: json!({"remit-to-code": ANY}) },
+            Act::RemitToAddresses {
+                supplier_id: SUPPLIER_ACME,
+            },
+            Expect::Records {
+                count: 2,
+                each: json!({"remit-to-code": ANY}),
+            },
         ),
         case(
             "remit_to_addresses_of_a_missing_supplier",
-            Act::RemitToAddresses { supplier_id: MISSING },
+            Act::RemitToAddresses {
+                supplier_id: MISSING,
+            },
             err("not_found", Some(404), "/api/suppliers/999/addresses"),
         ),
         case(
             "supplier_sites_of_a_supplier",
-            Act::SupplierSites { supplier_id: SUPPLIER_BOREALIS },
-            Expect::Records { count: 1, each: json!({"code": "SITE-B1"}) },
+            Act::SupplierSites {
+                supplier_id: SUPPLIER_BOREALIS,
+            },
+            Expect::Records {
+                count: 1,
+                each: json!({"code": "SITE-B1"}),
+            },
         ),
         // -- purchase orders --
         case(
@@ -736,11 +854,18 @@ pub fn cases() -> Vec<Case> {
             Act::CancelPurchaseOrder { id: PO_ISSUED_2 },
             Expect::Ok(json!({"status": "cancelled"})),
         )
-        .after("purchase_orders", PO_ISSUED_2, json!({"status": "cancelled"})),
+        .after(
+            "purchase_orders",
+            PO_ISSUED_2,
+            json!({"status": "cancelled"}),
+        ),
         case(
             "close_a_closed_po_is_a_400",
             Act::ClosePurchaseOrder { id: PO_CLOSED },
-            invalid("purchase_order", &["Cannot close purchase order 3: it is already closed"]),
+            invalid(
+                "purchase_order",
+                &["Cannot close purchase order 3: it is already closed"],
+            ),
         ),
         case(
             "cancel_a_closed_po_is_an_illegal_transition",
@@ -779,20 +904,32 @@ pub fn cases() -> Vec<Case> {
         // -- integration runs --
         case(
             "create_an_integration_run",
-            Act::CreateIntegrationRun { code: INTEGRATION_CODE.into() },
-            Expect::Ok(json!({"id": 4, "status": "pending", "integration": {"code": INTEGRATION_CODE}})),
+            Act::CreateIntegrationRun {
+                code: INTEGRATION_CODE.into(),
+            },
+            Expect::Ok(
+                json!({"id": 4, "status": "pending", "integration": {"code": INTEGRATION_CODE}}),
+            ),
         ),
         case(
             "create_a_run_for_an_unknown_integration_is_a_400",
-            Act::CreateIntegrationRun { code: "NOPE".into() },
-            invalid("integration_run", &["Integration code \"NOPE\" matches no integration"]),
+            Act::CreateIntegrationRun {
+                code: "NOPE".into(),
+            },
+            invalid(
+                "integration_run",
+                &["Integration code \"NOPE\" matches no integration"],
+            ),
         ),
         case(
             "start_a_run_with_its_total",
             Act::SetIntegrationRunStatus {
                 id: RUN_PENDING,
                 status: RunStatus::Running,
-                counts: RunCounts { total_records: Some(40), records_processed: None },
+                counts: RunCounts {
+                    total_records: Some(40),
+                    records_processed: None,
+                },
             },
             Expect::Ok(json!({"status": "running", "total-records": 40, "start-time": ANY})),
         ),
@@ -801,29 +938,52 @@ pub fn cases() -> Vec<Case> {
             Act::SetIntegrationRunStatus {
                 id: RUN_RUNNING,
                 status: RunStatus::Successful,
-                counts: RunCounts { total_records: None, records_processed: Some(40) },
+                counts: RunCounts {
+                    total_records: None,
+                    records_processed: Some(40),
+                },
             },
             Expect::Ok(json!({"status": "successful", "records-processed": 40, "end-time": ANY})),
         )
-        .after("integration_runs", RUN_RUNNING, json!({"status": "successful", "records-processed": 40})),
+        .after(
+            "integration_runs",
+            RUN_RUNNING,
+            json!({"status": "successful", "records-processed": 40}),
+        ),
         case(
             "fail_a_running_run",
-            Act::SetIntegrationRunStatus { id: RUN_RUNNING, status: RunStatus::Failed, counts: RunCounts::default() },
+            Act::SetIntegrationRunStatus {
+                id: RUN_RUNNING,
+                status: RunStatus::Failed,
+                counts: RunCounts::default(),
+            },
             Expect::Ok(json!({"status": "failed", "end-time": ANY})),
         ),
         case(
             "pause_a_pending_run",
-            Act::SetIntegrationRunStatus { id: RUN_PENDING, status: RunStatus::Paused, counts: RunCounts::default() },
+            Act::SetIntegrationRunStatus {
+                id: RUN_PENDING,
+                status: RunStatus::Paused,
+                counts: RunCounts::default(),
+            },
             Expect::Ok(json!({"status": "paused"})),
         ),
         case(
             "put_a_running_run_back_to_pending",
-            Act::SetIntegrationRunStatus { id: RUN_RUNNING, status: RunStatus::Pending, counts: RunCounts::default() },
+            Act::SetIntegrationRunStatus {
+                id: RUN_RUNNING,
+                status: RunStatus::Pending,
+                counts: RunCounts::default(),
+            },
             Expect::Ok(json!({"status": "pending"})),
         ),
         case(
             "fail_a_finished_run_is_a_400",
-            Act::SetIntegrationRunStatus { id: RUN_SUCCESSFUL, status: RunStatus::Failed, counts: RunCounts::default() },
+            Act::SetIntegrationRunStatus {
+                id: RUN_SUCCESSFUL,
+                status: RunStatus::Failed,
+                counts: RunCounts::default(),
+            },
             invalid(
                 "integration_run",
                 &["Cannot fail integration run 3: status successful cannot change to failed"],
@@ -832,40 +992,65 @@ pub fn cases() -> Vec<Case> {
         // -- integration errors and history --
         case(
             "create_an_integration_error_with_an_alert",
-            Act::CreateIntegrationError { record: outcome_record("Error", 1, PO_ISSUED, Some(RUN_RUNNING)), alert: true },
-            Expect::Ok(json!({"document-type": "OrderHeader", "document-id": PO_ISSUED, "resolved": false,
+            Act::CreateIntegrationError {
+                record: outcome_record("Error", 1, PO_ISSUED, Some(RUN_RUNNING)),
+                alert: true,
+            },
+            Expect::Ok(
+                json!({"document-type": "OrderHeader", "document-id": PO_ISSUED, "resolved": false,
                               "alert-sent": true, "integration-run-id": RUN_RUNNING,
-                              "responses": [{"response-code": "E-1", "response-message": "Vendor not found in ERP"}]})),
+                              "responses": [{"response-code": "E-1", "response-message": "Vendor not found in ERP"}]}),
+            ),
         ),
         case(
             "create_an_integration_error_for_a_missing_run_is_a_400",
-            Act::CreateIntegrationError { record: outcome_record("Error", 1, PO_ISSUED, Some(MISSING)), alert: false },
+            Act::CreateIntegrationError {
+                record: outcome_record("Error", 1, PO_ISSUED, Some(MISSING)),
+                alert: false,
+            },
             invalid("integration_error", &["Integration run 999 not found"]),
         ),
         case(
             "create_an_integration_history_record",
-            Act::CreateIntegrationHistoryRecord { record: outcome_record("Success", 2, PO_ISSUED, None), alert: false },
-            Expect::Ok(json!({"status": "Success", "integration": {"code": INTEGRATION_CODE}, "resolved": false})),
+            Act::CreateIntegrationHistoryRecord {
+                record: outcome_record("Success", 2, PO_ISSUED, None),
+                alert: false,
+            },
+            Expect::Ok(
+                json!({"status": "Success", "integration": {"code": INTEGRATION_CODE}, "resolved": false}),
+            ),
         ),
         case(
             "resolve_an_integration_error",
-            Act::Resolve { object: "integration_errors".into(), id: ERROR_OPEN },
+            Act::Resolve {
+                object: "integration_errors".into(),
+                id: ERROR_OPEN,
+            },
             Expect::Ok(json!({"resolved": true})),
         )
         .after("integration_errors", ERROR_OPEN, json!({"resolved": true})),
         case(
             "resolve_a_resolved_error_is_a_400",
-            Act::Resolve { object: "integration_errors".into(), id: ERROR_RESOLVED },
+            Act::Resolve {
+                object: "integration_errors".into(),
+                id: ERROR_RESOLVED,
+            },
             invalid("integration_error", &["it is already resolved"]),
         ),
         case(
             "resolve_a_history_record",
-            Act::Resolve { object: "integration_history_records".into(), id: HISTORY_OPEN },
+            Act::Resolve {
+                object: "integration_history_records".into(),
+                id: HISTORY_OPEN,
+            },
             Expect::Ok(json!({"resolved": true})),
         ),
         case(
             "resolve_a_purchase_order_is_refused",
-            Act::Resolve { object: "purchase_orders".into(), id: PO_ISSUED },
+            Act::Resolve {
+                object: "purchase_orders".into(),
+                id: PO_ISSUED,
+            },
             err("refused", None, "no `resolve` on purchase_orders"),
         ),
         // -- raw --
@@ -892,17 +1077,32 @@ pub fn cases() -> Vec<Case> {
         .after("purchase_orders", PO_CLOSED, json!({"status": "issued"})),
         case(
             "raw_outside_the_api_is_invalid",
-            Act::Raw { method: "POST".into(), path: "/oauth2/token".into(), query: vec![], body: None },
+            Act::Raw {
+                method: "POST".into(),
+                path: "/oauth2/token".into(),
+                query: vec![],
+                body: None,
+            },
             err("invalid", None, "must start with /api/"),
         ),
         case(
             "raw_climbing_out_of_the_api_is_invalid",
-            Act::Raw { method: "GET".into(), path: "/api/../_sim/requests".into(), query: vec![], body: None },
+            Act::Raw {
+                method: "GET".into(),
+                path: "/api/../_sim/requests".into(),
+                query: vec![],
+                body: None,
+            },
             err("invalid", None, "leaves /api/"),
         ),
         case(
             "raw_to_an_unknown_route_is_not_found",
-            Act::Raw { method: "GET".into(), path: "/api/widgets".into(), query: vec![], body: None },
+            Act::Raw {
+                method: "GET".into(),
+                path: "/api/widgets".into(),
+                query: vec![],
+                body: None,
+            },
             err("not_found", Some(404), "/api/widgets"),
         ),
     ]

@@ -37,6 +37,7 @@ pub struct TestConfig {
     sink_file: Option<PathBuf>,
     /// Raw `[[sinks]]` bodies and other trailing TOML.
     extra: Vec<String>,
+    listen: String,
 }
 
 fn set(section: &mut Vec<(String, String)>, key: &str, toml_value: &str) {
@@ -78,7 +79,14 @@ impl TestConfig {
             ],
             sink_file: None,
             extra: Vec::new(),
+            listen: "127.0.0.1:0".into(),
         }
+    }
+
+    /// The HTTP server's address (default: any free port).
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.into();
+        self
     }
 
     pub fn objects(mut self, objects: &[&str]) -> Self {
@@ -137,7 +145,8 @@ impl TestConfig {
             t += &format!("[coupa.oauth]\nclient_id = \"{id}\"\nclient_secret = \"{secret}\"\n");
         }
         t += &format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"{}\"\n[poll]\n{}",
+            "[server]\nlisten = \"{}\"\n[state]\ndir = \"{}\"\n[poll]\n{}",
+            self.listen,
             self.dir.display(),
             lines(&self.poll)
         );
@@ -475,4 +484,44 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
+}
+
+/// A port free at the time of asking (for child processes that need one).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Kills the child if a test fails midway.
+pub struct Reap(pub std::process::Child);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "process did not exit within {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

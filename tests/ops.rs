@@ -1,0 +1,146 @@
+//! Operating the real binary: `check` reports per object and sink and
+//! fails on a missing scope; `health`; SIGTERM in the middle of polling
+//! and a restart lose and repeat nothing.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{check_exact, free_port, read_jsonl, seen_event, sigterm, wait_exit, Reap, TestConfig};
+use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
+const SECRET: &str = "oauth-secret-9d2e";
+
+fn cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN).args(args).arg("--config").arg(config).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
+    let sim = Simulator::start(SimConfig {
+        oauth_clients: vec![OAuthClient {
+            client_id: "checker".into(),
+            client_secret: SECRET.into(),
+            scopes: vec![
+                "core.purchase_order.read".into(),
+                "core.supplier.read".into(),
+                "core.supplier_sites.read".into(),
+            ],
+        }],
+        initial_records: 2,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let good = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .oauth("checker", SECRET)
+        .objects(&["purchase_orders", "supplier_sites"])
+        .file_sink(&dir.path().join("events.jsonl"));
+    std::fs::write(&config, good.toml()).unwrap();
+    let (ok, out) = cli(&["check"], &config);
+    assert!(ok, "{out}");
+    assert!(out.contains("OAuth token minted"), "{out}");
+    assert!(out.contains("listed /api/purchase_orders"), "{out}");
+    assert!(out.contains("listed /api/suppliers/"), "nested objects probe a parent's children: {out}");
+    assert!(!out.contains(SECRET), "{out}");
+    assert!(!dir.path().join("state").exists(), "check does not touch the state dir");
+
+    let bad = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .oauth("checker", SECRET)
+        .objects(&["purchase_orders", "invoices"])
+        .sink(&format!("type = \"file\"\nname = \"lost\"\npath = \"{}/nowhere/e.jsonl\"", dir.path().display()));
+    std::fs::write(&config, bad.toml()).unwrap();
+    let (ok, out) = cli(&["check", "--json"], &config);
+    assert!(!ok, "{out}");
+    let json_end = out.rfind(']').unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out[..=json_end]).unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no row {name}: {out}"));
+    assert_eq!(row("purchase_orders")["ok"], true);
+    assert_eq!(row("invoices")["ok"], false);
+    assert!(row("invoices")["detail"].as_str().unwrap().contains("core.invoice.read"), "{out}");
+    assert_eq!(row("lost")["ok"], false);
+    assert!(out.contains("2 check(s) failed"), "{out}");
+    assert!(!out.contains(SECRET), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
+    let sim = Simulator::start(SimConfig {
+        oauth_clients: vec![OAuthClient::with_all_scopes("daemon", SECRET)],
+        initial_records: 0,
+        latency: Duration::from_millis(150),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..40 {
+        sim.create("purchase_orders", json!({"po-number": format!("PO-{i}")}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("c.toml");
+    let port = free_port();
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .oauth("daemon", SECRET)
+        .poll("page_size = 4")
+        .objects(&["purchase_orders"])
+        .file_sink(&events)
+        .listen(&format!("127.0.0.1:{port}"))
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    let start = || {
+        Reap(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut daemon = start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_jsonl(&events).len() < 8 {
+        assert!(std::time::Instant::now() < deadline, "no events");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // `health` sees the live daemon.
+    let health = Command::new(BIN)
+        .args(["health", "--url", &format!("http://127.0.0.1:{port}/healthz")])
+        .status()
+        .unwrap();
+    assert!(health.success());
+    sigterm(&daemon.0);
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(40));
+    assert!(status.success(), "exit 0 on SIGTERM: {status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(!log.contains(SECRET));
+    let first = read_jsonl(&events).len();
+    assert!(first < 40, "the stop came mid-poll ({first} of 40 delivered)");
+    let down = Command::new(BIN)
+        .args(["health", "--url", &format!("http://127.0.0.1:{port}/healthz")])
+        .status()
+        .unwrap();
+    assert!(!down.success(), "health fails when nothing answers");
+
+    let mut daemon = start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_jsonl(&events).len() < 40 {
+        assert!(std::time::Instant::now() < deadline, "only {} of 40 after restart", read_jsonl(&events).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigterm(&daemon.0);
+    assert!(wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
+    let got: Vec<_> = read_jsonl(&events).iter().map(|e| seen_event(e, "purchase_orders")).collect();
+    // Exactly every version, each once: a graceful stop repeats nothing.
+    check_exact(&sim, "purchase_orders", &got);
+}
