@@ -84,13 +84,17 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         .iter()
         .map(AnySink::from_settings)
         .collect::<Result<Vec<_>, _>>()?;
+    let handles_latency = client.latency();
     let handles = Handles {
         store,
         client,
         pollers: statuses,
         sinks: Arc::default(),
         schedules,
-        metrics: Arc::default(),
+        metrics: Arc::new(Metrics {
+            coupa_latency: handles_latency,
+            ..Metrics::default()
+        }),
         stuck_after: settings.delivery.stuck_after,
         shutdown_timeout: settings.delivery.shutdown_timeout,
         stopping: Arc::default(),
@@ -159,7 +163,8 @@ pub async fn run_built(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(drain.name().to_string(), drain.status());
-        sink_tasks.spawn(drain.run(inner.clone()));
+        let span = tracing::info_span!("sink", sink = %drain.name());
+        sink_tasks.spawn(tracing::Instrument::instrument(drain.run(inner.clone()), span));
     }
     let failure = tokio::select! {
         _ = shutdown.recv() => None,

@@ -18,6 +18,14 @@ use crate::server::Snapshot;
 
 type Labels = Vec<(String, String)>;
 
+/// A latency histogram per label set.
+pub type LatencyFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// A new, empty [`LatencyFamily`].
+pub fn latency_family() -> LatencyFamily {
+    Family::new_with_constructor(latency_buckets)
+}
+
 fn latency_buckets() -> Histogram {
     // 5 ms … ~80 s.
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
@@ -26,32 +34,22 @@ fn latency_buckets() -> Histogram {
 /// The histograms, shared by the client, the sinks and the server.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    /// Coupa request latency by method and status class.
-    pub coupa_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Coupa request latency by status class (the client records it).
+    pub coupa_latency: LatencyFamily,
     /// Time a sink takes to accept a batch, by sink.
-    pub delivery_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    pub delivery_latency: LatencyFamily,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            coupa_latency: Family::new_with_constructor(latency_buckets),
-            delivery_latency: Family::new_with_constructor(latency_buckets),
+            coupa_latency: latency_family(),
+            delivery_latency: latency_family(),
         }
     }
 }
 
 impl Metrics {
-    /// Records one Coupa request.
-    pub fn observe_coupa(&self, method: &str, status: &str, seconds: f64) {
-        self.coupa_latency
-            .get_or_create(&vec![
-                ("method".into(), method.into()),
-                ("status".into(), status.into()),
-            ])
-            .observe(seconds);
-    }
-
     /// Records one sink round.
     pub fn observe_delivery(&self, sink: &str, seconds: f64) {
         self.delivery_latency

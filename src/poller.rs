@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::config::{ObjectPlan, StartFrom};
 use crate::coupa::client::CoupaClient;
@@ -233,7 +233,12 @@ impl Poller {
         let name = self.plan.name.clone();
         info!(object = %name, schedule = %self.plan.schedule.expr, "poller started");
         loop {
-            let outcome = self.poll_once(&shutdown).await;
+            // The span puts the object's name on every line logged
+            // beneath, the client's retries included.
+            let outcome = self
+                .poll_once(&shutdown)
+                .instrument(tracing::info_span!("poll", object = %name))
+                .await;
             self.record(&outcome);
             match outcome {
                 Ok(r) if r.events > 0 || r.undated > 0 => {

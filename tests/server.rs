@@ -110,6 +110,10 @@ async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
     assert_eq!(sample(&text, "coupa_changefeed_sink_backlog{sink=\"file\"}"), Some(0.0));
     assert!(sample(&text, "coupa_changefeed_coupa_responses_total{status=\"2xx\"}").unwrap() >= 2.0);
     assert!(text.contains("coupa_changefeed_sink_delivery_duration_seconds_bucket{"), "{text}");
+    assert!(
+        sample(&text, "coupa_changefeed_coupa_request_duration_seconds_count{status=\"2xx\"}").unwrap() >= 2.0,
+        "{text}"
+    );
     assert_eq!(sample(&text, "coupa_changefeed_ready"), Some(1.0));
     promtool(&text);
     // OpenMetrics for scrapers that ask for it.

@@ -86,6 +86,24 @@ pub(crate) struct Counters {
     rate_limited: Counter,
     rate_limit_waits: Counter,
     pub(crate) token_mints: Counter,
+    /// Request latency by status class, exported by `metrics`.
+    latency: Latency,
+}
+
+/// [`crate::metrics::LatencyFamily`] with a `Default` (the family has none).
+struct Latency(crate::metrics::LatencyFamily);
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency(crate::metrics::latency_family())
+    }
+}
+
+impl std::ops::Deref for Latency {
+    type Target = crate::metrics::LatencyFamily;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 #[derive(Default)]
@@ -268,6 +286,11 @@ impl CoupaClient {
                 ))),
             })
             .collect()
+    }
+
+    /// The request latency histograms (shared with every clone).
+    pub fn latency(&self) -> crate::metrics::LatencyFamily {
+        self.inner.stats.latency.0.clone()
     }
 
     /// Any GET returning JSON.
@@ -465,8 +488,16 @@ impl Inner {
     ) -> Result<Received, Failure> {
         self.pace().await;
         self.stats.requests.inc();
+        let started = std::time::Instant::now();
+        let observe = |class: &str| {
+            self.stats
+                .latency
+                .get_or_create(&vec![("status".to_string(), class.to_string())])
+                .observe(started.elapsed().as_secs_f64());
+        };
         let resp = req.send().await.map_err(|e| {
             self.stats.transport_errors.inc();
+            observe("transport_error");
             Failure::from(self.transport(shown, &e, false))
         })?;
         let status = resp.status();
@@ -489,9 +520,16 @@ impl Inner {
             .await
             .map_err(|e| {
                 self.stats.transport_errors.inc();
+                observe("transport_error");
                 Failure::from(self.transport(shown, &e, true))
             })?
             .to_vec();
+        observe(match status.as_u16() {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        });
         Ok(Received {
             status,
             headers,

@@ -283,7 +283,7 @@ impl WebhookSink {
     /// Builds the HTTP client and decodes the secrets.
     pub fn new(name: String, config: &WebhookConfig) -> Result<WebhookSink, SinkError> {
         let checked = config
-            .check(&format!("sink `{name}`"))
+            .check(&format!("sinks.{name}"))
             .map_err(|e| SinkError::Permanent(e.to_string()))?;
         let shown = redacted(&config.url);
         let client = reqwest::Client::builder()
