@@ -15,8 +15,12 @@
 //! - [`store`]: the sled state — high-water marks, open windows, seen-set,
 //!   outbox, sink cursors. The only code that knows sled's key layout.
 //! - [`event`]: change events and their CloudEvents encoding.
-//! - [`sink`] and [`delivery`]: sinks drain the outbox from their own
-//!   cursors; entries are released once every sink acknowledged them.
+//! - [`sink`] and [`delivery`]: sinks (file, webhook, Kafka) drain the
+//!   outbox from their own cursors, retrying, dead-lettering what cannot be
+//!   delivered; entries are released once every sink settled them.
+//! - [`server`] and [`metrics`]: `/healthz`, `/readyz`, `/status`,
+//!   `/metrics` and the status page, all rendered from one snapshot.
+//! - [`check`]: `coupa-changefeed check`, probing Coupa and every sink.
 //! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
 //!   stop signal passed down to every task.
 //! - [`backoff`]: the one retry delay.

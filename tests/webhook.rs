@@ -490,14 +490,9 @@ async fn a_slow_receiver_times_out_as_a_transient_failure() {
 }
 
 /// A port with nothing listening (bound, then released).
-fn unused_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn a_receiver_that_is_down_is_transient_and_served_once_up() {
-    let port = unused_port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}/hook?token={URL_TOKEN}");
     let mut s = sink(&config(&url, &[NEW]));
     let b = batch(vec![event(1, 1), event(1, 2)]);
@@ -878,7 +873,7 @@ async fn e2e_a_400_dead_letters_the_event_and_replay_delivers_it() {
 #[tokio::test]
 async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     let sim = Simulator::start(sim_config()).await.unwrap();
-    let port = unused_port();
+    let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     for _ in 0..3 {
         sim.create("purchase_orders", json!({}));
@@ -955,4 +950,70 @@ async fn e2e_each_records_versions_arrive_in_order_with_concurrency_4() {
         per_record.values().all(|n| *n >= 2),
         "several versions per record: {per_record:?}"
     );
+}
+
+/// kill -9 of the real daemon while deliveries are in flight: after a
+/// restart every version arrives, and a repeat carries the same event id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
+    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+        initial_records: 0,
+        ..sim_config()
+    })
+    .await
+    .unwrap();
+    for i in 0..60 {
+        sim.create("purchase_orders", json!({"po-number": format!("PO-{i}")}));
+    }
+    // Slow answers keep several requests in flight when the kill lands.
+    let rx = Receiver::start(&[NEW], Mode::Slow(Duration::from_millis(60))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .poll("settle = \"1s\"")
+        .sink(&format!(
+            "type = \"webhook\"\nmax_backoff = \"200ms\"\nconcurrency = 4\n{}",
+            sink_lines(&rx.url(), "")
+        ))
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    let start = || {
+        common::Reap(
+            std::process::Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
+                .args(["run", "--config"])
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut daemon = start();
+    wait_until("some deliveries", 60, || rx.accepted().len() >= 10).await;
+    let in_flight = rx.state.in_flight.load(Ordering::SeqCst);
+    daemon.0.kill().unwrap(); // SIGKILL
+    daemon.0.wait().unwrap();
+    let before = rx.accepted().len();
+    assert!(before < 60, "killed mid-delivery ({before} of 60 arrived, {in_flight} in flight)");
+
+    let mut daemon = start();
+    wait_until("every version after the restart", 90, || has_finals(&sim, &rx)).await;
+    common::sigterm(&daemon.0);
+    assert!(common::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
+
+    let mut ids: HashMap<(u64, Option<DateTime<Utc>>), HashSet<String>> = HashMap::new();
+    for s in rx.seen() {
+        ids.entry((s.id, s.updated_at)).or_default().insert(s.event_id);
+    }
+    assert_eq!(ids.len(), 60, "every version arrived");
+    for (version, set) in &ids {
+        assert_eq!(set.len(), 1, "a repeat of {version:?} changed its event id: {set:?}");
+    }
+    let versions: HashSet<(u64, Option<DateTime<Utc>>)> = sim
+        .versions("purchase_orders")
+        .iter()
+        .map(|v| (v.id, Some(v.updated_at)))
+        .collect();
+    assert_eq!(ids.keys().cloned().collect::<HashSet<_>>(), versions);
 }
