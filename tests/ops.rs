@@ -144,3 +144,84 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     // Exactly every version, each once: a graceful stop repeats nothing.
     check_exact(&sim, "purchase_orders", &got);
 }
+
+/// A run with every kind of secret configured and every sink failing: not
+/// one secret in the logs (debug level), `/status`, `/readyz` or `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_logs_or_endpoints() {
+    const WEBHOOK: &str = "whsec_c2VjcmV0LXdlYmhvb2sta2V5LTkxNzM=";
+    const HEADER: &str = "hdr-token-5c7a";
+    const SASL: &str = "sasl-pass-81b0";
+    let sim = Simulator::start(SimConfig {
+        oauth_clients: vec![OAuthClient::with_all_scopes("daemon", SECRET)],
+        initial_records: 3,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let port = free_port();
+    let closed = free_port();
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .oauth("daemon", SECRET)
+        .objects(&["purchase_orders"])
+        .listen(&format!("127.0.0.1:{port}"))
+        .sink(&format!(
+            "type = \"webhook\"\nurl = \"http://127.0.0.1:{closed}/hook?token={HEADER}\"\nsecret = \"{WEBHOOK}\"\nheaders = {{ \"x-auth\" = \"{HEADER}\" }}\nmax_backoff = \"200ms\""
+        ))
+        .sink(&format!(
+            "type = \"kafka\"\nbrokers = \"127.0.0.1:{closed}\"\nmax_backoff = \"200ms\"\n[sinks.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanisms\" = \"PLAIN\"\n\"sasl.username\" = \"svc\"\n\"sasl.password\" = \"{SASL}\"\n\"message.timeout.ms\" = \"1000\""
+        ))
+        .raw("[log]\nformat = \"json\"\n[delivery]\nstuck_after = \"1s\"")
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = Reap(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Drain the pipes as the daemon writes (debug logs fill a pipe fast).
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let err = drain(Box::new(daemon.0.stderr.take().unwrap()));
+    let out = drain(Box::new(daemon.0.stdout.take().unwrap()));
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut bodies = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // Wait until both sinks have failed, so their errors are in view.
+        if let Ok(r) = http.get(format!("{base}/status")).send().await {
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            let failing = v["sinks"].as_array().map_or(0, |s| s.iter().filter(|k| k["last_error"].is_string()).count());
+            if failing == 2 {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "sinks never reported failures");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for path in ["/status", "/readyz", "/metrics", "/"] {
+        bodies += &http.get(format!("{base}{path}")).send().await.unwrap().text().await.unwrap();
+    }
+    assert!(bodies.contains("127.0.0.1"), "the errors are shown: {bodies}");
+    sigterm(&daemon.0);
+    wait_exit(&mut daemon.0, Duration::from_secs(60));
+    let logs = err.join().unwrap() + &out.join().unwrap();
+    assert!(logs.contains("delivery failed"), "the run logged sink failures");
+    for secret in [SECRET, WEBHOOK, &WEBHOOK[6..], HEADER, SASL] {
+        assert!(!logs.contains(secret), "secret `{secret}` in the logs");
+        assert!(!bodies.contains(secret), "secret `{secret}` in an endpoint");
+    }
+}
