@@ -779,7 +779,16 @@ mod tests {
         assert!(!e.to_string().contains(secret), "{e}");
         assert_eq!(e.key, "sinks[2].properties.\"compression.type\"");
         // A secret-named property's own error never quotes the value.
-        let e = err(&mut config(&[("ssl.key.password", secret)]));
+        let e = KafkaSink::new(
+            "k".into(),
+            &config(&[
+                ("security.protocol", "SSL"),
+                ("ssl.key.location", "/nonexistent/key.pem"),
+                ("ssl.key.password", secret),
+            ]),
+        )
+        .err()
+        .expect("missing key file");
         assert!(!e.to_string().contains(secret), "{e}");
         // Problems librdkafka finds only when the client is made.
         let e = KafkaSink::new(
