@@ -104,12 +104,8 @@ path = "{}"
     let (trigger, listener) = shutdown::channel();
     let sink = AnySink::from_settings(&settings.sinks[0])?;
     let names = std::sync::Arc::new(vec![settings.sinks[0].name()]);
-    let drain = tokio::spawn(delivery::drain(
-        sink,
-        store.clone(),
-        names,
-        listener.clone(),
-    ));
+    let drain =
+        tokio::spawn(delivery::Drain::new(sink, store.clone(), names).run(listener.clone()));
 
     // The simulator's share: the same pages without the daemon's work.
     let raw = Instant::now();

@@ -28,7 +28,11 @@ pub async fn run(settings: &Settings) -> Vec<CheckRow> {
     let client = match CoupaClient::new(&settings.coupa) {
         Ok(c) => c,
         Err(e) => {
-            rows.push(row("coupa", settings.coupa.base_url.as_str(), Err(e.to_string())));
+            rows.push(row(
+                "coupa",
+                settings.coupa.base_url.as_str(),
+                Err(e.to_string()),
+            ));
             return rows;
         }
     };
@@ -106,7 +110,9 @@ async fn probe_object(client: &CoupaClient, plan: &ObjectPlan) -> Result<String,
         .await
         .map_err(|e| explain(plan, e))?;
     let Some(id) = parents.first().and_then(crate::coupa::record::numeric_id) else {
-        return Ok(format!("listed {parent_path}: no parent record to look under"));
+        return Ok(format!(
+            "listed {parent_path}: no parent record to look under"
+        ));
     };
     let path = plan.path.replace(parent.placeholder, &id.to_string());
     let records = client
@@ -136,8 +142,11 @@ async fn probe_sink(sink: &SinkSettings) -> Result<String, String> {
         SinkSettings::Webhook(c) => {
             let host = c.url.host_str().unwrap_or_default().to_string();
             let port = c.url.port_or_known_default().unwrap_or(443);
-            match tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port)))
-                .await
+            match tokio::time::timeout(
+                TIMEOUT,
+                tokio::net::TcpStream::connect((host.as_str(), port)),
+            )
+            .await
             {
                 Ok(Ok(_)) => Ok(format!("{host}:{port} accepts connections")),
                 Ok(Err(e)) => Err(format!("cannot connect to {host}:{port}: {e}")),
@@ -145,7 +154,8 @@ async fn probe_sink(sink: &SinkSettings) -> Result<String, String> {
             }
         }
         SinkSettings::Kafka(c) => {
-            let sink = crate::sink::kafka::KafkaSink::new(sink.name(), c).map_err(|e| e.to_string())?;
+            let sink =
+                crate::sink::kafka::KafkaSink::new(sink.name(), c).map_err(|e| e.to_string())?;
             let brokers = sink.probe(TIMEOUT).await.map_err(|e| e.to_string())?;
             Ok(format!("cluster answered ({brokers} broker(s))"))
         }

@@ -302,7 +302,7 @@ mod tests {
     struct Scripted {
         /// Per attempt of a key: what to answer (then `Ok` for ever).
         script: HashMap<String, VecDeque<Outcome>>,
-        got: Arc<Mutex<Vec<(u64, String)>>>,
+        got: Got,
         policy: RetryPolicy,
     }
 
@@ -359,10 +359,10 @@ mod tests {
             .unwrap();
     }
 
-    fn scripted(
-        script: &[(&str, Vec<Outcome>)],
-        age: Option<Duration>,
-    ) -> (Scripted, Arc<Mutex<Vec<(u64, String)>>>) {
+    /// What a scripted sink accepted: (seq, key).
+    type Got = Arc<Mutex<Vec<(u64, String)>>>;
+
+    fn scripted(script: &[(&str, Vec<Outcome>)], age: Option<Duration>) -> (Scripted, Got) {
         let got = Arc::new(Mutex::new(Vec::new()));
         let s = Scripted {
             script: script

@@ -109,18 +109,49 @@ fn l(k: &str, v: &str) -> Labels {
 impl Collector for SnapshotCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let per_object = |f: fn(&crate::server::ObjectView) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
-            s.objects
-                .iter()
-                .map(|o| (l("object", &o.name), ConstCounter::new(f(o))))
-                .collect()
-        };
+        let per_object =
+            |f: fn(&crate::server::ObjectView) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
+                s.objects
+                    .iter()
+                    .map(|o| (l("object", &o.name), ConstCounter::new(f(o))))
+                    .collect()
+            };
         let counter = MetricType::Counter;
-        family(&mut e, "polls", "Polls run", counter, per_object(|o| o.polls))?;
-        family(&mut e, "records_fetched", "Records received from Coupa", counter, per_object(|o| o.records))?;
-        family(&mut e, "events_emitted", "New record versions published", counter, per_object(|o| o.events))?;
-        family(&mut e, "repeats_suppressed", "Records already seen with the same content", counter, per_object(|o| o.repeats))?;
-        family(&mut e, "list_requests", "List requests sent per object", counter, per_object(|o| o.requests))?;
+        family(
+            &mut e,
+            "polls",
+            "Polls run",
+            counter,
+            per_object(|o| o.polls),
+        )?;
+        family(
+            &mut e,
+            "records_fetched",
+            "Records received from Coupa",
+            counter,
+            per_object(|o| o.records),
+        )?;
+        family(
+            &mut e,
+            "events_emitted",
+            "New record versions published",
+            counter,
+            per_object(|o| o.events),
+        )?;
+        family(
+            &mut e,
+            "repeats_suppressed",
+            "Records already seen with the same content",
+            counter,
+            per_object(|o| o.repeats),
+        )?;
+        family(
+            &mut e,
+            "list_requests",
+            "List requests sent per object",
+            counter,
+            per_object(|o| o.requests),
+        )?;
         let mut errors = Vec::new();
         for o in &s.objects {
             for (kind, n) in &o.errors {
@@ -129,7 +160,13 @@ impl Collector for SnapshotCollector {
                 errors.push((labels, ConstCounter::new(*n)));
             }
         }
-        family(&mut e, "poll_errors", "Failed polls by kind", counter, errors)?;
+        family(
+            &mut e,
+            "poll_errors",
+            "Failed polls by kind",
+            counter,
+            errors,
+        )?;
         let gauge = MetricType::Gauge;
         family(
             &mut e,
@@ -138,7 +175,10 @@ impl Collector for SnapshotCollector {
             gauge,
             s.objects
                 .iter()
-                .filter_map(|o| o.lag_seconds.map(|lag| (l("object", &o.name), ConstGauge::new(lag))))
+                .filter_map(|o| {
+                    o.lag_seconds
+                        .map(|lag| (l("object", &o.name), ConstGauge::new(lag)))
+                })
                 .collect(),
         )?;
         family(
@@ -149,8 +189,12 @@ impl Collector for SnapshotCollector {
             s.objects
                 .iter()
                 .filter_map(|o| {
-                    o.last_success_at
-                        .map(|t| (l("object", &o.name), ConstGauge::new(t.timestamp_millis() as f64 / 1000.0)))
+                    o.last_success_at.map(|t| {
+                        (
+                            l("object", &o.name),
+                            ConstGauge::new(t.timestamp_millis() as f64 / 1000.0),
+                        )
+                    })
                 })
                 .collect(),
         )?;
@@ -161,7 +205,12 @@ impl Collector for SnapshotCollector {
             gauge,
             s.objects
                 .iter()
-                .map(|o| (l("object", &o.name), ConstGauge::new(o.paused.is_some() as i64)))
+                .map(|o| {
+                    (
+                        l("object", &o.name),
+                        ConstGauge::new(o.paused.is_some() as i64),
+                    )
+                })
                 .collect(),
         )?;
 
@@ -176,31 +225,99 @@ impl Collector for SnapshotCollector {
         ] {
             by_status.push((l("status", class), ConstCounter::new(n)));
         }
-        family(&mut e, "coupa_responses", "Coupa responses by status class", counter, by_status)?;
+        family(
+            &mut e,
+            "coupa_responses",
+            "Coupa responses by status class",
+            counter,
+            by_status,
+        )?;
         let one = |v: u64| vec![(Labels::new(), ConstCounter::new(v))];
-        family(&mut e, "coupa_requests", "Coupa requests sent (retries and token mints included)", counter, one(c.requests))?;
-        family(&mut e, "coupa_retries", "Coupa requests repeated after a transient failure", counter, one(c.retries))?;
-        family(&mut e, "coupa_rate_limited", "429 responses from Coupa", counter, one(c.rate_limited))?;
-        family(&mut e, "coupa_rate_limit_waits", "Requests that waited for the rate limit", counter, one(c.rate_limit_waits))?;
-        family(&mut e, "coupa_token_refreshes", "OAuth tokens minted", counter, one(c.token_mints))?;
+        family(
+            &mut e,
+            "coupa_requests",
+            "Coupa requests sent (retries and token mints included)",
+            counter,
+            one(c.requests),
+        )?;
+        family(
+            &mut e,
+            "coupa_retries",
+            "Coupa requests repeated after a transient failure",
+            counter,
+            one(c.retries),
+        )?;
+        family(
+            &mut e,
+            "coupa_rate_limited",
+            "429 responses from Coupa",
+            counter,
+            one(c.rate_limited),
+        )?;
+        family(
+            &mut e,
+            "coupa_rate_limit_waits",
+            "Requests that waited for the rate limit",
+            counter,
+            one(c.rate_limit_waits),
+        )?;
+        family(
+            &mut e,
+            "coupa_token_refreshes",
+            "OAuth tokens minted",
+            counter,
+            one(c.token_mints),
+        )?;
 
-        let per_sink = |f: fn(&crate::server::SinkView) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
-            s.sinks
-                .iter()
-                .map(|k| (l("sink", &k.name), ConstCounter::new(f(k))))
-                .collect()
-        };
-        family(&mut e, "sink_delivered", "Events delivered", counter, per_sink(|k| k.delivered))?;
-        family(&mut e, "sink_retries", "Event deliveries retried", counter, per_sink(|k| k.retries))?;
-        let sink_gauge = |f: fn(&crate::server::SinkView) -> i64| -> Vec<(Labels, ConstGauge<i64>)> {
-            s.sinks
-                .iter()
-                .map(|k| (l("sink", &k.name), ConstGauge::new(f(k))))
-                .collect()
-        };
-        family(&mut e, "sink_dead_letters", "Dead letters held", gauge, sink_gauge(|k| k.dead_letters as i64))?;
-        family(&mut e, "sink_backlog", "Events waiting for this sink", gauge, sink_gauge(|k| k.backlog as i64))?;
-        family(&mut e, "sink_failing", "1 while the sink's deliveries fail", gauge, sink_gauge(|k| (k.state != "ok") as i64))?;
+        let per_sink =
+            |f: fn(&crate::server::SinkView) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {
+                s.sinks
+                    .iter()
+                    .map(|k| (l("sink", &k.name), ConstCounter::new(f(k))))
+                    .collect()
+            };
+        family(
+            &mut e,
+            "sink_delivered",
+            "Events delivered",
+            counter,
+            per_sink(|k| k.delivered),
+        )?;
+        family(
+            &mut e,
+            "sink_retries",
+            "Event deliveries retried",
+            counter,
+            per_sink(|k| k.retries),
+        )?;
+        let sink_gauge =
+            |f: fn(&crate::server::SinkView) -> i64| -> Vec<(Labels, ConstGauge<i64>)> {
+                s.sinks
+                    .iter()
+                    .map(|k| (l("sink", &k.name), ConstGauge::new(f(k))))
+                    .collect()
+            };
+        family(
+            &mut e,
+            "sink_dead_letters",
+            "Dead letters held",
+            gauge,
+            sink_gauge(|k| k.dead_letters as i64),
+        )?;
+        family(
+            &mut e,
+            "sink_backlog",
+            "Events waiting for this sink",
+            gauge,
+            sink_gauge(|k| k.backlog as i64),
+        )?;
+        family(
+            &mut e,
+            "sink_failing",
+            "1 while the sink's deliveries fail",
+            gauge,
+            sink_gauge(|k| (k.state != "ok") as i64),
+        )?;
         family(
             &mut e,
             "ready",

@@ -444,10 +444,7 @@ impl Store {
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
-        result.map_err(|e| match e {
-            TransactionError::Storage(s) => StoreError::Sled(s),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        result.map_err(tx_error)?;
         i.db.flush_async().await?;
         i.next_seq.store(next, Ordering::SeqCst);
         i.durable_seq.send_replace(next - 1);
@@ -565,9 +562,7 @@ impl Store {
     /// Events one sink has still to settle.
     pub fn sink_backlog(&self, sink: &str) -> Result<u64, StoreError> {
         let ahead = self.acked_beyond(sink)?.len() as u64;
-        Ok(self
-            .backlog(&[sink.to_string()])?
-            .saturating_sub(ahead))
+        Ok(self.backlog(&[sink.to_string()])?.saturating_sub(ahead))
     }
 
     /// Outbox seqs `sink` settled beyond its cursor.
@@ -599,10 +594,7 @@ impl Store {
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
-        result.map_err(|e| match e {
-            TransactionError::Storage(s) => StoreError::Sled(s),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        result.map_err(tx_error)?;
         // Advance the cursor over settled entries in a row. Entries below
         // the oldest one still in the outbox count as settled.
         let mut cursor = self.cursor(sink)?;
@@ -679,10 +671,7 @@ impl Store {
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
-        result.map_err(|e| match e {
-            TransactionError::Storage(s) => StoreError::Sled(s),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        result.map_err(tx_error)?;
         i.db.flush_async().await?;
         // Wake idle sinks (the value is unchanged; receivers still wake).
         i.durable_seq.send_modify(|_| {});
@@ -750,6 +739,14 @@ impl Store {
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;
         Ok(())
+    }
+}
+
+/// Our transactions never abort: only storage errors remain.
+fn tx_error(e: TransactionError<()>) -> StoreError {
+    match e {
+        TransactionError::Storage(s) => StoreError::Sled(s),
+        TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
     }
 }
 

@@ -192,7 +192,7 @@ async fn validation_errors_surface_per_field() {
         panic!("expected a validation error, got {e:?}");
     };
     assert_eq!(
-        errors,
+        errors.as_ref(),
         &json!({"supplier": ["Name has already been taken", "Number has already been taken"]})
     );
     let pairs: Vec<(&str, &str)> = fields

@@ -648,7 +648,7 @@ async fn client_errors_are_not_retried() {
                     errors, messages, ..
                 },
             ) => {
-                assert_eq!(errors, &validation["errors"]);
+                assert_eq!(errors.as_ref(), &validation["errors"]);
                 assert_eq!(
                     messages,
                     &[

@@ -254,7 +254,10 @@ fn sink_errors_name_the_sink_key() {
     let e = err(&format!(
         "{GOOD}[[sinks]]\ntype = \"file\"\npath = \"a\"\n[[sinks]]\ntype = \"file\"\npath = \"b\"\n"
     ));
-    assert!(e.contains("`sinks[1].name`") && e.contains("`file` is used twice"), "{e}");
+    assert!(
+        e.contains("`sinks[1].name`") && e.contains("`file` is used twice"),
+        "{e}"
+    );
     let e = err(&format!("[delivery]\nmax_backlog = 0\n{GOOD}"));
     assert!(e.contains("`delivery.max_backlog`"), "{e}");
 }
@@ -269,10 +272,17 @@ fn shards_split_the_objects_between_replicas() {
     let mut counts = [0; 3];
     for o in names() {
         let owners: Vec<usize> = (0..3).filter(|i| shards[*i].owns(o)).collect();
-        assert_eq!(owners.len(), 1, "{o} must have exactly one owner: {owners:?}");
+        assert_eq!(
+            owners.len(),
+            1,
+            "{o} must have exactly one owner: {owners:?}"
+        );
         counts[owners[0]] += 1;
     }
-    assert!(counts.iter().all(|c| *c >= 3), "each replica gets a share: {counts:?}");
+    assert!(
+        counts.iter().all(|c| *c >= 3),
+        "each replica gets a share: {counts:?}"
+    );
     // Growing to 4 replicas moves only the objects the new one takes.
     let four: Vec<Shard> = (0..4)
         .map(|i| Shard::parse(&format!("{i}/4"), "").unwrap())
@@ -280,7 +290,10 @@ fn shards_split_the_objects_between_replicas() {
     for o in names() {
         let before = (0..3).find(|i| shards[*i].owns(o)).unwrap();
         let after = (0..4).find(|i| four[*i].owns(o)).unwrap();
-        assert!(after == before || after == 3, "{o} moved from {before} to {after}");
+        assert!(
+            after == before || after == 3,
+            "{o} moved from {before} to {after}"
+        );
     }
     assert_eq!(
         Shard::parse("hostname/3", "coupa-changefeed-2").unwrap(),

@@ -9,8 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{check_exact, read_jsonl, seen_event, sim_config, wait_for, Daemon, TestConfig};
-use coupa_changefeed::sim::{SimConfig, Simulator};
+use common::{check_exact, read_jsonl, seen_event, wait_for, Daemon, TestConfig};
 use coupa_changefeed::store::{DeadLetter, ObjectState, OutboxEntry, Settled, Store};
 
 const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
@@ -23,19 +22,9 @@ fn file_sink(name: &str, path: &std::path::Path) -> String {
     )
 }
 
-async fn sim(records: usize) -> Simulator {
-    Simulator::start(SimConfig {
-        initial_records: records,
-        change_rate: 0.0,
-        ..sim_config()
-    })
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_does_not_hold_back_another_and_catches_up() {
-    let sim = sim(30).await;
+    let sim = common::quiet_sim(30).await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.jsonl");
     let bad_dir = dir.path().join("bad");
@@ -84,7 +73,7 @@ async fn a_failing_sink_does_not_hold_back_another_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_pauses_polling_until_the_sink_catches_up() {
-    let sim = sim(60).await;
+    let sim = common::quiet_sim(60).await;
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -148,7 +137,7 @@ fn run_cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_cli_lists_replays_and_drops() {
-    let sim = sim(0).await;
+    let sim = common::quiet_sim(0).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let out = dir.path().join("events.jsonl");

@@ -6,11 +6,16 @@ use coupa_changefeed::config::Settings;
 /// The indented block under `marker` in a YAML file, dedented.
 fn block(path: &str, marker: &str) -> String {
     let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let mut lines = text.lines().skip_while(|l| !l.trim_end().ends_with(marker)).skip(1);
+    let mut lines = text
+        .lines()
+        .skip_while(|l| !l.trim_end().ends_with(marker))
+        .skip(1);
     let first = lines.next().expect("block has content");
     let indent = first.len() - first.trim_start().len();
     std::iter::once(first)
-        .chain(lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent))
+        .chain(
+            lines.take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent),
+        )
         .map(|l| l.get(indent..).unwrap_or(""))
         .collect::<Vec<_>>()
         .join("\n")
@@ -22,7 +27,10 @@ fn the_kubernetes_configmap_is_a_valid_config() {
     let secret = dir.path().join("coupa-client-secret");
     std::fs::write(&secret, "s3cret\n").unwrap();
     let toml = block("deploy/kubernetes/configmap.yaml", "config.toml: |")
-        .replace("/etc/coupa-changefeed/secrets/coupa-client-secret", secret.to_str().unwrap())
+        .replace(
+            "/etc/coupa-changefeed/secrets/coupa-client-secret",
+            secret.to_str().unwrap(),
+        )
         // The pod's host name gives the shard; here, pretend to be pod 1.
         .replace("hostname/2", "1/2");
     let s = Settings::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));

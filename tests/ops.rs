@@ -7,7 +7,9 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{check_exact, free_port, read_jsonl, seen_event, sigterm, wait_exit, Reap, TestConfig};
+use common::{
+    check_exact, free_port, read_jsonl, seen_event, sigterm, wait_exit, Reap, TestConfig,
+};
 use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
 use serde_json::json;
 
@@ -15,8 +17,17 @@ const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const SECRET: &str = "oauth-secret-9d2e";
 
 fn cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN).args(args).arg("--config").arg(config).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -48,23 +59,42 @@ async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
     assert!(ok, "{out}");
     assert!(out.contains("OAuth token minted"), "{out}");
     assert!(out.contains("listed /api/purchase_orders"), "{out}");
-    assert!(out.contains("listed /api/suppliers/"), "nested objects probe a parent's children: {out}");
+    assert!(
+        out.contains("listed /api/suppliers/"),
+        "nested objects probe a parent's children: {out}"
+    );
     assert!(!out.contains(SECRET), "{out}");
-    assert!(!dir.path().join("state").exists(), "check does not touch the state dir");
+    assert!(
+        !dir.path().join("state").exists(),
+        "check does not touch the state dir"
+    );
 
     let bad = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .oauth("checker", SECRET)
         .objects(&["purchase_orders", "invoices"])
-        .sink(&format!("type = \"file\"\nname = \"lost\"\npath = \"{}/nowhere/e.jsonl\"", dir.path().display()));
+        .sink(&format!(
+            "type = \"file\"\nname = \"lost\"\npath = \"{}/nowhere/e.jsonl\"",
+            dir.path().display()
+        ));
     std::fs::write(&config, bad.toml()).unwrap();
     let (ok, out) = cli(&["check", "--json"], &config);
     assert!(!ok, "{out}");
     let json_end = out.rfind(']').unwrap();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out[..=json_end]).unwrap();
-    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap_or_else(|| panic!("no row {name}: {out}"));
+    let row = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {out}"))
+    };
     assert_eq!(row("purchase_orders")["ok"], true);
     assert_eq!(row("invoices")["ok"], false);
-    assert!(row("invoices")["detail"].as_str().unwrap().contains("core.invoice.read"), "{out}");
+    assert!(
+        row("invoices")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("core.invoice.read"),
+        "{out}"
+    );
     assert_eq!(row("lost")["ok"], false);
     assert!(out.contains("2 check(s) failed"), "{out}");
     assert!(!out.contains(SECRET), "{out}");
@@ -114,7 +144,11 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     }
     // `health` sees the live daemon.
     let health = Command::new(BIN)
-        .args(["health", "--url", &format!("http://127.0.0.1:{port}/healthz")])
+        .args([
+            "health",
+            "--url",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
         .status()
         .unwrap();
     assert!(health.success());
@@ -125,9 +159,16 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     std::io::Read::read_to_string(daemon.0.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(!log.contains(SECRET));
     let first = read_jsonl(&events).len();
-    assert!(first < 40, "the stop came mid-poll ({first} of 40 delivered)");
+    assert!(
+        first < 40,
+        "the stop came mid-poll ({first} of 40 delivered)"
+    );
     let down = Command::new(BIN)
-        .args(["health", "--url", &format!("http://127.0.0.1:{port}/healthz")])
+        .args([
+            "health",
+            "--url",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
         .status()
         .unwrap();
     assert!(!down.success(), "health fails when nothing answers");
@@ -135,12 +176,19 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     let mut daemon = start();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while read_jsonl(&events).len() < 40 {
-        assert!(std::time::Instant::now() < deadline, "only {} of 40 after restart", read_jsonl(&events).len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 40 after restart",
+            read_jsonl(&events).len()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     sigterm(&daemon.0);
     assert!(wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
-    let got: Vec<_> = read_jsonl(&events).iter().map(|e| seen_event(e, "purchase_orders")).collect();
+    let got: Vec<_> = read_jsonl(&events)
+        .iter()
+        .map(|e| seen_event(e, "purchase_orders"))
+        .collect();
     // Exactly every version, each once: a graceful stop repeats nothing.
     check_exact(&sim, "purchase_orders", &got);
 }
@@ -196,7 +244,10 @@ async fn no_secret_reaches_logs_or_endpoints() {
     };
     let err = drain(Box::new(daemon.0.stderr.take().unwrap()));
     let out = drain(Box::new(daemon.0.stdout.take().unwrap()));
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let mut bodies = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -204,22 +255,40 @@ async fn no_secret_reaches_logs_or_endpoints() {
         // Wait until both sinks have failed, so their errors are in view.
         if let Ok(r) = http.get(format!("{base}/status")).send().await {
             let v: serde_json::Value = r.json().await.unwrap_or_default();
-            let failing = v["sinks"].as_array().map_or(0, |s| s.iter().filter(|k| k["last_error"].is_string()).count());
+            let failing = v["sinks"].as_array().map_or(0, |s| {
+                s.iter().filter(|k| k["last_error"].is_string()).count()
+            });
             if failing == 2 {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "sinks never reported failures");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sinks never reported failures"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for path in ["/status", "/readyz", "/metrics", "/"] {
-        bodies += &http.get(format!("{base}{path}")).send().await.unwrap().text().await.unwrap();
+        bodies += &http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
     }
-    assert!(bodies.contains("127.0.0.1"), "the errors are shown: {bodies}");
+    assert!(
+        bodies.contains("127.0.0.1"),
+        "the errors are shown: {bodies}"
+    );
     sigterm(&daemon.0);
     wait_exit(&mut daemon.0, Duration::from_secs(60));
     let logs = err.join().unwrap() + &out.join().unwrap();
-    assert!(logs.contains("delivery failed"), "the run logged sink failures");
+    assert!(
+        logs.contains("delivery failed"),
+        "the run logged sink failures"
+    );
     for secret in [SECRET, WEBHOOK, &WEBHOOK[6..], HEADER, SASL] {
         assert!(!logs.contains(secret), "secret `{secret}` in the logs");
         assert!(!bodies.contains(secret), "secret `{secret}` in an endpoint");

@@ -7,21 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{read_jsonl, sim_config, wait_for, Daemon, TestConfig};
-use coupa_changefeed::sim::{SimConfig, Simulator};
+use common::{read_jsonl, wait_for, Daemon, TestConfig};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
-
-async fn sim(records: usize) -> Simulator {
-    Simulator::start(SimConfig {
-        initial_records: records,
-        change_rate: 0.0,
-        ..sim_config()
-    })
-    .await
-    .unwrap()
-}
 
 async fn get(daemon: &Daemon, path: &str) -> (u16, String) {
     let url = format!("http://{}{path}", daemon.handles.server_addr.unwrap());
@@ -31,7 +20,10 @@ async fn get(daemon: &Daemon, path: &str) -> (u16, String) {
 
 async fn json(daemon: &Daemon, path: &str) -> (u16, Value) {
     let (code, body) = get(daemon, path).await;
-    (code, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+    )
 }
 
 /// Polls `path` until `ok` holds for its JSON (bounded).
@@ -42,7 +34,10 @@ async fn until(daemon: &Daemon, path: &str, what: &str, ok: impl Fn(u16, &Value)
         if ok(code, &v) {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting: {what}; last {code} {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}; last {code} {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -59,26 +54,47 @@ fn promtool(text: &str) {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "promtool is required under CI: {e}");
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "promtool is required under CI: {e}"
+            );
             eprintln!("promtool not installed ({e}); skipping its check");
             return;
         }
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "promtool rejects the metrics:\n{report}\n{text}");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool rejects the metrics:\n{report}\n{text}"
+    );
 }
 
 /// A sample's value by its exact name and labels.
 fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split(' ').next()?.parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
-    let sim = sim(5).await;
+    let sim = common::quiet_sim(5).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
@@ -90,12 +106,18 @@ async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
     assert_eq!(get(&daemon, "/healthz").await.0, 200);
     let ready = until(&daemon, "/readyz", "ready", |c, _| c == 200).await;
     assert_eq!(ready["ready"], true);
-    let status = until(&daemon, "/status", "sink counted", |_, v| v["sinks"][0]["delivered"] == 5).await;
+    let status = until(&daemon, "/status", "sink counted", |_, v| {
+        v["sinks"][0]["delivered"] == 5
+    })
+    .await;
     let po = &status["objects"][0];
     assert_eq!(po["name"], "purchase_orders");
     assert_eq!(po["state"], "ok");
     assert_eq!(po["events"], 5);
-    assert!(po["hwm"].is_string() && po["lag_seconds"].as_f64().unwrap() < 3600.0, "{po}");
+    assert!(
+        po["hwm"].is_string() && po["lag_seconds"].as_f64().unwrap() < 3600.0,
+        "{po}"
+    );
     assert_eq!(status["sinks"][0]["name"], "file");
     assert_eq!(status["sinks"][0]["backlog"], 0);
     assert!(status["coupa"]["requests"].as_u64().unwrap() >= 2);
@@ -103,15 +125,45 @@ async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
     let (code, text) = get(&daemon, "/metrics").await;
     assert_eq!(code, 200);
     let obj = "{object=\"purchase_orders\"}";
-    assert_eq!(sample(&text, &format!("coupa_changefeed_events_emitted_total{obj}")), Some(5.0));
+    assert_eq!(
+        sample(
+            &text,
+            &format!("coupa_changefeed_events_emitted_total{obj}")
+        ),
+        Some(5.0)
+    );
     assert!(sample(&text, &format!("coupa_changefeed_polls_total{obj}")).unwrap() >= 1.0);
     assert!(sample(&text, &format!("coupa_changefeed_window_lag_seconds{obj}")).is_some());
-    assert_eq!(sample(&text, "coupa_changefeed_sink_delivered_total{sink=\"file\"}"), Some(5.0));
-    assert_eq!(sample(&text, "coupa_changefeed_sink_backlog{sink=\"file\"}"), Some(0.0));
-    assert!(sample(&text, "coupa_changefeed_coupa_responses_total{status=\"2xx\"}").unwrap() >= 2.0);
-    assert!(text.contains("coupa_changefeed_sink_delivery_duration_seconds_bucket{"), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "coupa_changefeed_sink_delivered_total{sink=\"file\"}"
+        ),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&text, "coupa_changefeed_sink_backlog{sink=\"file\"}"),
+        Some(0.0)
+    );
     assert!(
-        sample(&text, "coupa_changefeed_coupa_request_duration_seconds_count{status=\"2xx\"}").unwrap() >= 2.0,
+        sample(
+            &text,
+            "coupa_changefeed_coupa_responses_total{status=\"2xx\"}"
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(
+        text.contains("coupa_changefeed_sink_delivery_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "coupa_changefeed_coupa_request_duration_seconds_count{status=\"2xx\"}"
+        )
+        .unwrap()
+            >= 2.0,
         "{text}"
     );
     assert_eq!(sample(&text, "coupa_changefeed_ready"), Some(1.0));
@@ -124,28 +176,38 @@ async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
         .send()
         .await
         .unwrap();
-    assert!(om.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(om.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
     assert!(om.text().await.unwrap().ends_with("# EOF\n"));
     daemon.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_stuck_sink_and_a_poller_that_is_behind() {
-    let sim = sim(5).await;
+    let sim = common::quiet_sim(5).await;
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])
         .coupa("timeout = \"60s\"")
-        .sink(&format!("type = \"file\"\nname = \"archive\"\npath = \"{}/e.jsonl\"", out_dir.display()))
+        .sink(&format!(
+            "type = \"file\"\nname = \"archive\"\npath = \"{}/e.jsonl\"",
+            out_dir.display()
+        ))
         .raw("[delivery]\nstuck_after = \"1s\"")
         .settings();
     let daemon = Daemon::start(&settings);
     std::fs::remove_dir_all(&out_dir).unwrap();
     let v = until(&daemon, "/readyz", "the stuck sink", |c, _| c == 503).await;
     let p = &v["problems"][0];
-    assert_eq!((p["component"].as_str(), p["name"].as_str()), (Some("sink"), Some("archive")), "{v}");
+    assert_eq!(
+        (p["component"].as_str(), p["name"].as_str()),
+        (Some("sink"), Some("archive")),
+        "{v}"
+    );
     assert!(p["reason"].as_str().unwrap().contains("e.jsonl"), "{v}");
     std::fs::create_dir(&out_dir).unwrap();
     until(&daemon, "/readyz", "the sink recovers", |c, _| c == 200).await;
@@ -154,8 +216,15 @@ async fn readyz_names_a_stuck_sink_and_a_poller_that_is_behind() {
     sim.set_latency(Duration::from_secs(20));
     let v = until(&daemon, "/readyz", "the poller behind", |c, _| c == 503).await;
     let p = &v["problems"][0];
-    assert_eq!((p["component"].as_str(), p["name"].as_str()), (Some("object"), Some("purchase_orders")), "{v}");
-    assert!(p["reason"].as_str().unwrap().contains("3 × its schedule"), "{v}");
+    assert_eq!(
+        (p["component"].as_str(), p["name"].as_str()),
+        (Some("object"), Some("purchase_orders")),
+        "{v}"
+    );
+    assert!(
+        p["reason"].as_str().unwrap().contains("3 × its schedule"),
+        "{v}"
+    );
     let (_, status) = json(&daemon, "/status").await;
     assert_eq!(status["objects"][0]["state"], "behind");
     sim.set_latency(Duration::ZERO);
@@ -165,29 +234,43 @@ async fn readyz_names_a_stuck_sink_and_a_poller_that_is_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coupa_down_shows_as_failing_then_not_ready_with_the_error() {
-    let sim = sim(2).await;
+    let sim = common::quiet_sim(2).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])
         .file_sink(&dir.path().join("e.jsonl"))
         .settings();
     let daemon = Daemon::start(&settings);
-    until(&daemon, "/status", "a first poll", |_, v| v["objects"][0]["state"] == "ok").await;
+    until(&daemon, "/status", "a first poll", |_, v| {
+        v["objects"][0]["state"] == "ok"
+    })
+    .await;
     sim.shutdown().await;
-    let v = until(&daemon, "/status", "the poll fails", |_, v| v["objects"][0]["state"] != "ok").await;
+    let v = until(&daemon, "/status", "the poll fails", |_, v| {
+        v["objects"][0]["state"] != "ok"
+    })
+    .await;
     assert!(v["objects"][0]["last_error"].is_string(), "{v}");
     let v = until(&daemon, "/readyz", "not ready", |c, _| c == 503).await;
     let reason = v["problems"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("last error") && reason.contains("127.0.0.1"), "{reason}");
+    assert!(
+        reason.contains("last error") && reason.contains("127.0.0.1"),
+        "{reason}"
+    );
     let (_, text) = get(&daemon, "/metrics").await;
-    assert!(text.contains("coupa_changefeed_poll_errors_total{object=\"purchase_orders\",kind="), "{text}");
+    assert!(
+        text.contains("coupa_changefeed_poll_errors_total{object=\"purchase_orders\",kind="),
+        "{text}"
+    );
     assert_eq!(sample(&text, "coupa_changefeed_ready"), Some(0.0));
     daemon.stop().await.unwrap();
 }
 
 /// Counts pixels of one colour in a PNG.
 fn pixels_of(png_path: &std::path::Path, rgb: [u8; 3]) -> usize {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png_path).unwrap()));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(png_path).unwrap(),
+    ));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
@@ -200,15 +283,21 @@ fn pixels_of(png_path: &std::path::Path, rgb: [u8; 3]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_renders_its_tables_in_chromium() {
-    let chromium = ["chromium", "/usr/bin/chromium"]
-        .into_iter()
-        .find(|c| std::process::Command::new(c).arg("--version").output().is_ok());
+    let chromium = ["chromium", "/usr/bin/chromium"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok()
+    });
     let Some(chromium) = chromium else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "chromium is required under CI");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium is required under CI"
+        );
         eprintln!("chromium not installed; skipping");
         return;
     };
-    let sim = sim(3).await;
+    let sim = common::quiet_sim(3).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
@@ -242,12 +331,22 @@ async fn the_status_page_renders_its_tables_in_chromium() {
         .await
         .expect("chromium finishes within 60 s")
         .unwrap();
-    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        shot.exists(),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Healthy rows are painted #e8f6e8, the header #eeeeee, the ready
     // badge #2a8a2a: all three must be on screen.
     let rows = pixels_of(&shot, [0xe8, 0xf6, 0xe8]);
     assert!(rows > 2000, "healthy table rows not rendered ({rows} px)");
-    assert!(pixels_of(&shot, [0xee, 0xee, 0xee]) > 1000, "table headers not rendered");
-    assert!(pixels_of(&shot, [0x2a, 0x8a, 0x2a]) > 100, "ready badge not rendered");
+    assert!(
+        pixels_of(&shot, [0xee, 0xee, 0xee]) > 1000,
+        "table headers not rendered"
+    );
+    assert!(
+        pixels_of(&shot, [0x2a, 0x8a, 0x2a]) > 100,
+        "ready badge not rendered"
+    );
     daemon.stop().await.unwrap();
 }

@@ -671,7 +671,12 @@ pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure 
                         message: messages.join("; "),
                     });
                 }
-                CoupaError::Validation { url, errors, messages, fields }
+                CoupaError::Validation {
+                    url,
+                    errors: Box::new(errors),
+                    messages,
+                    fields,
+                }
             }
             None => CoupaError::Status { url, status: 400, snippet: text() },
         },

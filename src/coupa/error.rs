@@ -91,8 +91,9 @@ pub enum CoupaError {
     #[error("{url}: 400 rejected by Coupa: {}", messages.join("; "))]
     Validation {
         url: String,
-        /// The `errors` value as Coupa sent it.
-        errors: Value,
+        /// The `errors` value as Coupa sent it (boxed: keeps every
+        /// `Result<_, CoupaError>` small).
+        errors: Box<Value>,
         /// Readable `field: message` lines (warnings included).
         messages: Vec<String>,
         /// Each message with its key, for callers that act per field.

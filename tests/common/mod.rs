@@ -525,3 +525,14 @@ pub fn wait_exit(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A simulator with `records` per object and no background changes.
+pub async fn quiet_sim(records: usize) -> Simulator {
+    Simulator::start(SimConfig {
+        initial_records: records,
+        change_rate: 0.0,
+        ..sim_config()
+    })
+    .await
+    .unwrap()
+}
