@@ -199,8 +199,7 @@ async fn readyz_names_a_stuck_sink_and_a_poller_that_is_behind() {
         ))
         .raw("[delivery]\nstuck_after = \"1s\"")
         .settings();
-    let daemon = Daemon::start(&settings);
-    std::fs::remove_dir_all(&out_dir).unwrap();
+    let daemon = Daemon::start_after(&settings, || std::fs::remove_dir_all(&out_dir).unwrap());
     let v = until(&daemon, "/readyz", "the stuck sink", |c, _| c == 503).await;
     let p = &v["problems"][0];
     assert_eq!(

@@ -416,8 +416,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(settings: &Settings) -> Daemon {
+        Self::start_after(settings, || {})
+    }
+
+    /// Builds, runs `between` (e.g. to break a sink the build checked),
+    /// then starts.
+    pub fn start_after(settings: &Settings, between: impl FnOnce()) -> Daemon {
         let (handles, pollers, sinks) =
             coupa_changefeed::app::build(settings).expect("daemon builds");
+        between();
         let (trigger, listener) = shutdown::channel();
         let task = tokio::spawn(coupa_changefeed::app::run_built(
             handles.clone(),
