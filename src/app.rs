@@ -38,6 +38,8 @@ pub struct Handles {
     pub shutdown_timeout: Duration,
     /// Set once shutdown begins (readiness turns false).
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The actions API's state; `None` when `[api]` has no token (no `/v1` routes).
+    pub api: Option<Arc<crate::api::ApiState>>,
     /// Where the HTTP server listens (bound by [`build`], so port 0 works).
     pub server_addr: Option<std::net::SocketAddr>,
     /// The bound listener, taken by [`run_built`].
@@ -85,6 +87,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         .map(AnySink::from_settings)
         .collect::<Result<Vec<_>, _>>()?;
     let handles_latency = client.latency();
+    let api = crate::api::ApiState::from_settings(&settings.api, client.clone());
     let handles = Handles {
         store,
         client,
@@ -98,6 +101,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         stuck_after: settings.delivery.stuck_after,
         shutdown_timeout: settings.delivery.shutdown_timeout,
         stopping: Arc::default(),
+        api,
         server_addr,
         listener: Arc::new(Mutex::new(Some(listener))),
     };
@@ -157,14 +161,18 @@ pub async fn run_built(
     }
     let mut sink_tasks = JoinSet::new();
     for s in sinks {
-        let drain = Drain::new(s, store.clone(), names.clone()).with_metrics(handles.metrics.clone());
+        let drain =
+            Drain::new(s, store.clone(), names.clone()).with_metrics(handles.metrics.clone());
         handles
             .sinks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(drain.name().to_string(), drain.status());
         let span = tracing::info_span!("sink", sink = %drain.name());
-        sink_tasks.spawn(tracing::Instrument::instrument(drain.run(inner.clone()), span));
+        sink_tasks.spawn(tracing::Instrument::instrument(
+            drain.run(inner.clone()),
+            span,
+        ));
     }
     let failure = tokio::select! {
         _ = shutdown.recv() => None,
@@ -194,7 +202,10 @@ pub async fn run_built(
     }
     store.flush().await?;
     server_stop.fire();
-    if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
         warn!("the HTTP server did not stop within 2 s");
     }
     info!(

@@ -68,7 +68,28 @@ pub struct Settings {
     /// Logging.
     #[serde(default)]
     pub log: LogSettings,
+    /// The HTTP actions API (off unless a token is set).
+    #[serde(default)]
+    pub api: ApiSettings,
 }
+
+/// `[api]`: the actions API under `/v1` on the server. Off unless a
+/// bearer token is configured; the token guards writes to Coupa, so it is
+/// a secret (redacted in `Debug`, never logged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// The bearer token callers must send (`Authorization: Bearer …`).
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// File holding the token (read at load; clashes with `token`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Shortest `[api] token` accepted: a guessable token would hand out
+/// write access to Coupa.
+pub const MIN_API_TOKEN_CHARS: usize = 16;
 
 /// `[coupa]`: the instance and its credentials.
 #[derive(Debug, Clone, Deserialize)]
@@ -303,7 +324,9 @@ impl Shard {
                 .map_err(|_| format!("`{i}` is not a replica index"))?
         };
         if index >= count {
-            return Err(format!("replica index {index} is not below the count {count}"));
+            return Err(format!(
+                "replica index {index} is not below the count {count}"
+            ));
         }
         Ok(Shard { index, count })
     }
@@ -570,6 +593,24 @@ impl Settings {
     /// Loads a TOML file (optional) with environment overrides, then
     /// validates. The one entry point for `run`, `check` and `state`.
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut settings = Self::read(path)?;
+        settings.resolve_secrets()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Loads like [`Settings::load`] for the one-shot action commands:
+    /// only `[coupa]` is resolved and checked, so a config without
+    /// `[[objects]]` works, and sink secret files are not read.
+    pub fn load_for_actions(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut settings = Self::read(path)?;
+        settings.resolve_coupa_secrets()?;
+        settings.validate_coupa()?;
+        Ok(settings)
+    }
+
+    /// The file and environment, deserialized; nothing resolved or checked.
+    fn read(path: Option<&Path>) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(p) = path {
             if !p.exists() {
@@ -589,10 +630,7 @@ impl Settings {
                 .try_parsing(true),
         );
         let raw = builder.build().map_err(from_config_error)?;
-        let mut settings: Settings = raw.try_deserialize().map_err(from_config_error)?;
-        settings.resolve_secrets()?;
-        settings.validate()?;
-        Ok(settings)
+        raw.try_deserialize().map_err(from_config_error)
     }
 
     /// Parses TOML text (tests and `demo`), without the environment.
@@ -608,6 +646,24 @@ impl Settings {
     }
 
     fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        self.resolve_coupa_secrets()?;
+        let a = &mut self.api;
+        if let Some(p) = a.token_file.take() {
+            if a.token.is_some() {
+                return Err(ConfigError::new(
+                    "api.token_file",
+                    "give `token` or `token_file`, not both",
+                ));
+            }
+            a.token = Some(read_secret("api.token_file", &p)?);
+        }
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            sink.prepare(&format!("sinks[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    fn resolve_coupa_secrets(&mut self) -> Result<(), ConfigError> {
         let c = &mut self.coupa;
         if let Some(p) = c.api_key_file.take() {
             if c.api_key.is_some() {
@@ -629,13 +685,11 @@ impl Settings {
                 o.client_secret = Some(read_secret("coupa.oauth.client_secret_file", &p)?);
             }
         }
-        for (i, sink) in self.sinks.iter_mut().enumerate() {
-            sink.prepare(&format!("sinks[{i}]"))?;
-        }
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The `[coupa]` checks: all the action commands need.
+    fn validate_coupa(&self) -> Result<(), ConfigError> {
         let c = &self.coupa;
         if !matches!(c.base_url.scheme(), "http" | "https") || c.base_url.host().is_none() {
             return Err(ConfigError::new(
@@ -680,6 +734,20 @@ impl Settings {
         }
         if c.timeout.is_zero() {
             return Err(ConfigError::new("coupa.timeout", "must be above zero"));
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_coupa()?;
+        if let Some(t) = &self.api.token {
+            use secrecy::ExposeSecret;
+            if t.expose_secret().chars().count() < MIN_API_TOKEN_CHARS {
+                return Err(ConfigError::new(
+                    "api.token",
+                    format!("is shorter than {MIN_API_TOKEN_CHARS} characters (value not shown); generate one, e.g. `openssl rand -hex 32`"),
+                ));
+            }
         }
         Schedule::parse(&self.poll.schedule).map_err(|m| ConfigError::new("poll.schedule", m))?;
         parse_start("poll.start_from", &self.poll.start_from)?;

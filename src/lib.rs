@@ -21,11 +21,17 @@
 //! - [`server`] and [`metrics`]: `/healthz`, `/readyz`, `/status`,
 //!   `/metrics` and the status page, all rendered from one snapshot.
 //! - [`check`]: `coupa-changefeed check`, probing Coupa and every sink.
+//! - [`coupa::actions`]: the write-back actions (get, search, create,
+//!   update, PO close/cancel, integration runs and records, raw calls).
+//! - [`api`]: the actions over HTTP under `/v1` (bearer token, OpenAPI).
+//! - [`actions_cli`]: the actions as CLI commands, JSON in and out.
 //! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
 //!   stop signal passed down to every task.
 //! - [`backoff`]: the one retry delay.
 //! - [`sim`]: the Coupa simulator used by tests, benches and [`demo`].
 
+pub mod actions_cli;
+pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod check;

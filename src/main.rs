@@ -73,6 +73,9 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The actions: get, search, create, update, po, supplier, integration-run, http, ...
+    #[command(flatten)]
+    Action(coupa_changefeed::actions_cli::ActionCommand),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +171,9 @@ fn handle_signals(trigger: Trigger) {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Action(cmd) = cli.command {
+        return coupa_changefeed::actions_cli::run(cmd).await;
+    }
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -195,7 +201,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 println!("{:<8} {:<28} {:<6} DETAIL", "PART", "NAME", "RESULT");
                 for r in &rows {
                     let result = if r.ok { "ok" } else { "FAIL" };
-                    println!("{:<8} {:<28} {:<6} {}", r.component, r.name, result, r.detail);
+                    println!(
+                        "{:<8} {:<28} {:<6} {}",
+                        r.component, r.name, result, r.detail
+                    );
                 }
             }
             let failed = rows.iter().filter(|r| !r.ok).count();
@@ -208,7 +217,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let client = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(5))
                 .build()?;
-            let r = client.get(&url).send().await.with_context(|| format!("{url}: no answer"))?;
+            let r = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("{url}: no answer"))?;
             if !r.status().is_success() {
                 anyhow::bail!("{url}: {}", r.status());
             }
@@ -250,6 +263,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::State { action } => state(action).await,
         Command::Dlq { action } => dlq(action).await,
+        Command::Action(_) => unreachable!("actions are run before dispatch"),
     }
 }
 

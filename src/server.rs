@@ -2,7 +2,9 @@
 //! every poller recent or paused for a stated reason, no sink stuck),
 //! `/metrics` (Prometheus text), `/status` (JSON) and `/` (a small
 //! auto-refreshing page). All four views render one [`Snapshot`] taken from
-//! the live handles, so they cannot disagree. Read-only: it changes nothing.
+//! the live handles, so they cannot disagree. Read-only: it changes nothing;
+//! the actions API ([`crate::api`], merged in under `/v1` when `[api]` has a
+//! token) is the one part that writes, to Coupa.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,15 +46,21 @@ pub async fn serve(
         .await
 }
 
-/// The routes (tests mount it directly too).
+/// The routes (tests mount it directly too), with the actions API's
+/// `/v1` routes when it is on.
 pub fn router(state: ServerState) -> Router {
-    Router::new()
+    let api = state.handles.api.clone().map(crate::api::router);
+    let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/", get(page))
-        .with_state(state)
+        .with_state(state);
+    match api {
+        Some(api) => ops.merge(api),
+        None => ops,
+    }
 }
 
 /// One object as the operator sees it.
@@ -184,9 +192,9 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             "ok"
         };
         if state_name == "behind" {
-            let last = st
-                .last_success
-                .map_or("never".to_string(), |t| format!("{}s ago", since(t, now).as_secs()));
+            let last = st.last_success.map_or("never".to_string(), |t| {
+                format!("{}s ago", since(t, now).as_secs())
+            });
             problems.push(Problem {
                 component: "object",
                 name: name.clone(),
@@ -370,7 +378,14 @@ async fn page(State(state): State<ServerState>) -> Html<String> {
     let problems: String = snap
         .problems
         .iter()
-        .map(|p| format!("<li>{} <b>{}</b>: {}</li>", p.component, esc(&p.name), esc(&p.reason)))
+        .map(|p| {
+            format!(
+                "<li>{} <b>{}</b>: {}</li>",
+                p.component,
+                esc(&p.name),
+                esc(&p.reason)
+            )
+        })
         .collect();
     Html(format!(
         r#"<!doctype html>

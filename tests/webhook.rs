@@ -995,20 +995,32 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
     daemon.0.kill().unwrap(); // SIGKILL
     daemon.0.wait().unwrap();
     let before = rx.accepted().len();
-    assert!(before < 60, "killed mid-delivery ({before} of 60 arrived, {in_flight} in flight)");
+    assert!(
+        before < 60,
+        "killed mid-delivery ({before} of 60 arrived, {in_flight} in flight)"
+    );
 
     let mut daemon = start();
-    wait_until("every version after the restart", 90, || has_finals(&sim, &rx)).await;
+    wait_until("every version after the restart", 90, || {
+        has_finals(&sim, &rx)
+    })
+    .await;
     common::sigterm(&daemon.0);
     assert!(common::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
 
     let mut ids: HashMap<(u64, Option<DateTime<Utc>>), HashSet<String>> = HashMap::new();
     for s in rx.seen() {
-        ids.entry((s.id, s.updated_at)).or_default().insert(s.event_id);
+        ids.entry((s.id, s.updated_at))
+            .or_default()
+            .insert(s.event_id);
     }
     assert_eq!(ids.len(), 60, "every version arrived");
     for (version, set) in &ids {
-        assert_eq!(set.len(), 1, "a repeat of {version:?} changed its event id: {set:?}");
+        assert_eq!(
+            set.len(),
+            1,
+            "a repeat of {version:?} changed its event id: {set:?}"
+        );
     }
     let versions: HashSet<(u64, Option<DateTime<Utc>>)> = sim
         .versions("purchase_orders")

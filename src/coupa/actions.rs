@@ -168,7 +168,8 @@ impl RunCounts {
 }
 
 /// One response line of an integration error or history record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IntegrationResponse {
     pub code: String,
     pub message: String,
@@ -178,7 +179,8 @@ pub struct IntegrationResponse {
 /// integration error (tied to a run) or an integration history record
 /// (tied to an integration). Our own field names; [`Self::to_body`]
 /// builds Coupa's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IntegrationRecord {
     /// Coupa's document type, e.g. `OrderHeader`, `InvoiceHeader`, `Supplier`.
     pub document_type: String,
