@@ -318,7 +318,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// Lets the request through only with the right bearer token.
-async fn require_token(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_token(
+    State(state): State<Arc<ApiState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)

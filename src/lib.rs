@@ -25,12 +25,14 @@
 //!   update, PO close/cancel, integration runs and records, raw calls).
 //! - [`api`]: the actions over HTTP under `/v1` (bearer token, OpenAPI).
 //! - [`actions_cli`]: the actions as CLI commands, JSON in and out.
+//! - [`admin`]: dead letters over HTTP (`/admin/dlq`), behind the API token.
 //! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
 //!   stop signal passed down to every task.
 //! - [`backoff`]: the one retry delay.
 //! - [`sim`]: the Coupa simulator used by tests, benches and [`demo`].
 
 pub mod actions_cli;
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod backoff;

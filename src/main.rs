@@ -11,7 +11,7 @@ use coupa_changefeed::config::{LogFormat, Settings};
 use coupa_changefeed::coupa::objects::CATALOGUE;
 use coupa_changefeed::coupa::record::{parse_timestamp, rfc3339};
 use coupa_changefeed::shutdown::{self, Trigger};
-use coupa_changefeed::store::Store;
+use coupa_changefeed::store::{Store, StoreError};
 use coupa_changefeed::{app, demo};
 
 #[derive(Parser)]
@@ -67,8 +67,8 @@ enum Command {
         #[command(subcommand)]
         action: StateAction,
     },
-    /// List, replay or drop dead letters (stop the daemon first: the state
-    /// dir is locked while it runs).
+    /// List, replay or drop dead letters (through a running daemon's
+    /// /admin/dlq when it holds the state dir and [api] token is set).
     Dlq {
         #[command(subcommand)]
         action: DlqAction,
@@ -267,33 +267,130 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Opens the store named by the config, checking a `--sink` is configured.
-fn open_for_sink(config: Option<&std::path::Path>, sink: Option<&str>) -> anyhow::Result<Store> {
-    let settings = Settings::load(config)?;
-    if let Some(s) = sink {
-        if !settings.sinks.iter().any(|c| c.name() == s) {
-            let names: Vec<String> = settings.sinks.iter().map(|c| c.name()).collect();
-            anyhow::bail!(
-                "sink `{s}` is not configured (configured: {})",
-                names.join(", ")
-            );
+/// Where the dead letters are reached: the state dir itself, or, while a
+/// daemon holds its lock, that daemon's `/admin/dlq` (needs `[api] token`).
+enum Dlq {
+    Store(Store),
+    Daemon {
+        base: String,
+        token: secrecy::SecretString,
+        http: reqwest::Client,
+    },
+}
+
+impl Dlq {
+    /// Loads the config, checks a `--sink` is configured, picks the way in.
+    fn open(config: Option<&std::path::Path>, sink: Option<&str>) -> anyhow::Result<Dlq> {
+        let settings = Settings::load(config)?;
+        if let Some(s) = sink {
+            if !settings.sinks.iter().any(|c| c.name() == s) {
+                let names: Vec<String> = settings.sinks.iter().map(|c| c.name()).collect();
+                anyhow::bail!(
+                    "sink `{s}` is not configured (configured: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        match Store::open(&settings.state.dir) {
+            Ok(store) => Ok(Dlq::Store(store)),
+            Err(e @ StoreError::Locked { .. }) => {
+                let Some(token) = settings.api.token.clone() else {
+                    anyhow::bail!("{e}: stop it first, or set [api] token so `dlq` goes through the running daemon");
+                };
+                let mut addr = settings.server.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                Ok(Dlq::Daemon {
+                    base: format!("http://{addr}/admin/dlq"),
+                    token,
+                    http: reqwest::Client::builder()
+                        .timeout(std::time::Duration::from_secs(30))
+                        .build()?,
+                })
+            }
+            Err(e) => Err(e.into()),
         }
     }
-    Ok(Store::open(&settings.state.dir)?)
+
+    /// A call to the running daemon; its JSON answer.
+    async fn call(
+        req: reqwest::RequestBuilder,
+        token: &secrecy::SecretString,
+    ) -> anyhow::Result<serde_json::Value> {
+        use secrecy::ExposeSecret;
+        let r = req
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .context("the daemon holds the state dir but its /admin/dlq does not answer")?;
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!(
+                "the daemon's /admin/dlq answered {status}: {}",
+                body["error"]["message"]
+            );
+        }
+        Ok(body)
+    }
+
+    async fn list(&self, sink: Option<&str>) -> anyhow::Result<Vec<serde_json::Value>> {
+        match self {
+            Dlq::Store(store) => Ok(store
+                .dead_letters(sink)?
+                .iter()
+                .map(coupa_changefeed::admin::dead_letter_json)
+                .collect()),
+            Dlq::Daemon { base, token, http } => {
+                let mut req = http.get(base.as_str());
+                if let Some(s) = sink {
+                    req = req.query(&[("sink", s)]);
+                }
+                let v = Self::call(req, token).await?;
+                Ok(v.as_array().cloned().unwrap_or_default())
+            }
+        }
+    }
+
+    async fn replay(&self, sink: Option<&str>, seqs: &[u64]) -> anyhow::Result<u64> {
+        match self {
+            Dlq::Store(store) => Ok(store.replay_dead(sink, seqs).await? as u64),
+            Dlq::Daemon { base, token, http } => {
+                let req = http
+                    .post(format!("{base}/replay"))
+                    .json(&serde_json::json!({"sink": sink, "seqs": seqs}));
+                Ok(Self::call(req, token).await?["replayed"]
+                    .as_u64()
+                    .unwrap_or(0))
+            }
+        }
+    }
+
+    async fn drop(&self, sink: Option<&str>, seqs: &[u64]) -> anyhow::Result<u64> {
+        match self {
+            Dlq::Store(store) => Ok(store.drop_dead(sink, seqs).await? as u64),
+            Dlq::Daemon { base, token, http } => {
+                let req = http
+                    .post(format!("{base}/drop"))
+                    .json(&serde_json::json!({"sink": sink, "seqs": seqs, "all": seqs.is_empty()}));
+                Ok(Self::call(req, token).await?["dropped"]
+                    .as_u64()
+                    .unwrap_or(0))
+            }
+        }
+    }
 }
 
 async fn dlq(action: DlqAction) -> anyhow::Result<()> {
     match action {
         DlqAction::List { sink, json, config } => {
-            let store = open_for_sink(config.as_deref(), sink.as_deref())?;
-            let dead = store.dead_letters(sink.as_deref())?;
+            let dead = Dlq::open(config.as_deref(), sink.as_deref())?
+                .list(sink.as_deref())
+                .await?;
             if json {
                 for d in &dead {
-                    let mut v = serde_json::to_value(d)?;
-                    v["object"] = d.entry.object.clone().into();
-                    v["key"] = d.entry.key.clone().into();
-                    v["event"] = d.entry.event_json();
-                    println!("{v}");
+                    println!("{d}");
                 }
                 return Ok(());
             }
@@ -301,18 +398,28 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                 "{:<16} {:>10} {:<24} {:<12} {:>8}  LAST ERROR",
                 "SINK", "SEQ", "OBJECT", "KEY", "ATTEMPTS"
             );
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
             for d in &dead {
                 println!(
                     "{:<16} {:>10} {:<24} {:<12} {:>8}  {}",
-                    d.sink, d.seq, d.entry.object, d.entry.key, d.attempts, d.error
+                    text(&d["sink"]),
+                    text(&d["seq"]),
+                    text(&d["object"]),
+                    text(&d["key"]),
+                    text(&d["attempts"]),
+                    text(&d["error"])
                 );
             }
             println!("{} dead letter(s)", dead.len());
             Ok(())
         }
         DlqAction::Replay { sink, seqs, config } => {
-            let store = open_for_sink(config.as_deref(), sink.as_deref())?;
-            let n = store.replay_dead(sink.as_deref(), &seqs).await?;
+            let n = Dlq::open(config.as_deref(), sink.as_deref())?
+                .replay(sink.as_deref(), &seqs)
+                .await?;
             println!("{n} dead letter(s) queued for delivery; the daemon sends them next");
             Ok(())
         }
@@ -325,8 +432,9 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
             if seqs.is_empty() && !all {
                 anyhow::bail!("name the SEQs to drop, or pass --all");
             }
-            let store = open_for_sink(config.as_deref(), sink.as_deref())?;
-            let n = store.drop_dead(sink.as_deref(), &seqs).await?;
+            let n = Dlq::open(config.as_deref(), sink.as_deref())?
+                .drop(sink.as_deref(), &seqs)
+                .await?;
             println!("{n} dead letter(s) dropped");
             Ok(())
         }

@@ -49,7 +49,12 @@ pub async fn serve(
 /// The routes (tests mount it directly too), with the actions API's
 /// `/v1` routes when it is on.
 pub fn router(state: ServerState) -> Router {
-    let api = state.handles.api.clone().map(crate::api::router);
+    let store = state.handles.store.clone();
+    let api = state
+        .handles
+        .api
+        .clone()
+        .map(|a| crate::api::router(a.clone()).merge(crate::admin::router(a, store)));
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

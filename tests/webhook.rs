@@ -1029,3 +1029,85 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
         .collect();
     assert_eq!(ids.keys().cloned().collect::<HashSet<_>>(), versions);
 }
+
+/// `dlq list|replay` against a running daemon (which holds the state dir):
+/// the CLI goes through its `/admin/dlq`, behind the API token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_commands_work_beside_a_running_daemon() {
+    const TOKEN: &str = "admin-token-0123456789abcdef";
+    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+        initial_records: 2,
+        ..sim_config()
+    })
+    .await
+    .unwrap();
+    let rx = Receiver::start(&[NEW], Mode::Always(400)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let port = common::free_port();
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .listen(&format!("127.0.0.1:{port}"))
+        .sink(&format!(
+            "type = \"webhook\"\nname = \"erp\"\nmax_backoff = \"200ms\"\n{}",
+            sink_lines(&rx.url(), "")
+        ))
+        .raw(&format!("[api]\ntoken = \"{TOKEN}\""))
+        .toml();
+    std::fs::write(&config, &text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_coupa-changefeed");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let mut daemon = common::Reap(
+        std::process::Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out) = cli(&["dlq", "list", "--sink", "erp"]);
+        if ok && out.contains("2 dead letter(s)") {
+            assert!(out.contains("400"), "{out}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letters listed: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    rx.set_mode(Mode::Ok);
+    let (ok, out) = cli(&["dlq", "replay", "--sink", "erp"]);
+    assert!(ok && out.contains("2 dead letter(s) queued"), "{out}");
+    wait_until("the replays arrive", 60, || rx.accepted().len() == 2).await;
+    let (ok, out) = cli(&["dlq", "list"]);
+    assert!(ok && out.contains("0 dead letter(s)"), "{out}");
+    assert!(!out.contains(TOKEN));
+
+    // Without the token configured, the CLI says how to proceed.
+    std::fs::write(
+        &config,
+        text.replace(&format!("[api]\ntoken = \"{TOKEN}\""), ""),
+    )
+    .unwrap();
+    let (ok, out) = cli(&["dlq", "list"]);
+    assert!(
+        !ok && out.contains("in use by another process") && out.contains("[api] token"),
+        "{out}"
+    );
+    common::sigterm(&daemon.0);
+    assert!(common::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
+}
