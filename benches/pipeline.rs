@@ -144,7 +144,7 @@ path = "{}"
     }
     let total = start.elapsed();
     trigger.fire();
-    drain.await?;
+    drain.await?.map_err(anyhow::Error::msg)?;
     let lines = std::fs::read_to_string(&out)?.lines().count();
     assert_eq!(lines as u64, report.events);
     println!(

@@ -177,7 +177,10 @@ pub async fn run_built(
     let failure = tokio::select! {
         _ = shutdown.recv() => None,
         Some(r) = poll_tasks.join_next() => Some(format!("a poller stopped unexpectedly: {}", describe(r))),
-        Some(r) = sink_tasks.join_next() => Some(format!("a sink stopped unexpectedly: {}", describe(r))),
+        Some(r) = sink_tasks.join_next() => Some(match r {
+            Ok(Err(e)) => format!("a sink cannot continue: {e}"),
+            other => format!("a sink stopped unexpectedly: {}", describe(other.map(|_| ()))),
+        }),
     };
     if let Some(f) = &failure {
         error!("{f}; stopping the daemon");

@@ -43,6 +43,13 @@ pub struct SinkStatus {
     pub retry_budget: Option<Duration>,
 }
 
+/// How a batch ended.
+enum Batch {
+    Settled,
+    Interrupted,
+    Fatal(String),
+}
+
 /// Where a batch came from: it decides how its results are stored.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -99,7 +106,8 @@ impl<S: Sink> Drain<S> {
     /// Runs until shutdown. After shutdown is asked for, it keeps
     /// delivering what is already durable (the caller bounds how long) but
     /// stops retrying; a failing batch stays in the outbox for next time.
-    pub async fn run(mut self, mut shutdown: Shutdown) {
+    /// An error means the sink cannot go on (the daemon stops).
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), String> {
         let mut wake = self.store.subscribe();
         loop {
             let (source, batch) = match self.next_batch() {
@@ -111,7 +119,7 @@ impl<S: Sink> Drain<S> {
             };
             if batch.is_empty() {
                 if shutdown.is_shutdown() {
-                    return;
+                    return Ok(());
                 }
                 tokio::select! {
                     _ = wake.changed() => {}
@@ -120,9 +128,13 @@ impl<S: Sink> Drain<S> {
                 }
                 continue;
             }
-            if !self.deliver_batch(source, batch, &mut shutdown).await {
-                info!(sink = %self.name, "stopping with undelivered events; they stay in the outbox");
-                return;
+            match self.deliver_batch(source, batch, &mut shutdown).await {
+                Batch::Settled => {}
+                Batch::Interrupted => {
+                    info!(sink = %self.name, "stopping with undelivered events; they stay in the outbox");
+                    return Ok(());
+                }
+                Batch::Fatal(e) => return Err(e),
             }
         }
     }
@@ -150,14 +162,14 @@ impl<S: Sink> Drain<S> {
         Ok((Source::Outbox, batch))
     }
 
-    /// Delivers one batch until every event is settled. Returns `false`
-    /// if shutdown stopped it with events unsettled.
+    /// Delivers one batch until every event is settled, shutdown stops it,
+    /// or the sink says it cannot go on.
     async fn deliver_batch(
         &mut self,
         source: Source,
         batch: Vec<(u64, OutboxEntry)>,
         shutdown: &mut Shutdown,
-    ) -> bool {
+    ) -> Batch {
         let mut pending = batch;
         let mut attempts: HashMap<u64, (u32, DateTime<Utc>, Instant)> = HashMap::new();
         let mut round = 0u32;
@@ -172,6 +184,7 @@ impl<S: Sink> Drain<S> {
             let mut retry = Vec::new();
             let mut delivered = 0u64;
             let mut last_error = None;
+            let mut fatal = None;
             for ((seq, entry), outcome) in
                 pending
                     .into_iter()
@@ -189,6 +202,11 @@ impl<S: Sink> Drain<S> {
                         None
                     }
                     Err(SinkError::Permanent(e)) => Some(e),
+                    Err(SinkError::Fatal(e)) => {
+                        fatal = Some(e);
+                        retry.push((seq, entry));
+                        continue;
+                    }
                     Err(SinkError::Transient(e)) => {
                         let slot = attempts
                             .entry(seq)
@@ -266,12 +284,16 @@ impl<S: Sink> Drain<S> {
                     st.failing_since = Some(Utc::now());
                 }
             }
+            if let Some(e) = fatal {
+                error!(sink = %self.name, error = %e, "the sink cannot continue; stopping the daemon (undelivered events stay in the outbox)");
+                return Batch::Fatal(e);
+            }
             if retry.is_empty() {
-                return true;
+                return Batch::Settled;
             }
             pending = retry;
             if shutdown.is_shutdown() {
-                return false;
+                return Batch::Interrupted;
             }
             let wait = crate::backoff::full_jitter(round, FIRST_BACKOFF, self.policy.max_backoff);
             warn!(
@@ -284,7 +306,7 @@ impl<S: Sink> Drain<S> {
             );
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.recv() => return false,
+                _ = shutdown.recv() => return Batch::Interrupted,
             }
         }
     }
@@ -328,7 +350,7 @@ mod tests {
                         .unwrap_or(Ok(()));
                     match &o {
                         Ok(()) => self.got.lock().unwrap().push((*seq, e.key.clone())),
-                        Err(SinkError::Transient(_)) => {
+                        Err(SinkError::Transient(_) | SinkError::Fatal(_)) => {
                             blocked.insert(e.key.clone());
                         }
                         Err(SinkError::Permanent(_)) => {}
@@ -387,7 +409,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         trigger.fire();
-        task.await.unwrap();
+        task.await
+            .unwrap()
+            .expect("the scripted sink never fails fatally");
     }
 
     fn t(e: &str) -> Outcome {

@@ -217,3 +217,50 @@ fn run_against_coupa_sim_writes_events_and_state_commands_work() {
         .collect();
     assert_eq!(ids[..5], ids[5..10]);
 }
+
+/// A stdout sink whose reader goes away (`| head`): the daemon stops with
+/// an error instead of retrying for ever, and keeps what it could not send.
+#[test]
+fn a_closed_stdout_stops_the_daemon_and_keeps_the_events() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // More than a pipe buffer holds, so a write meets the closed pipe.
+    let sim = rt.block_on(common::quiet_sim(200));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders", "invoices"])
+        .toml()
+        + "[[sinks]]\ntype = \"file\"\npath = \"-\"\n";
+    std::fs::write(&config, text).unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Reap(child);
+    {
+        let stdout = child.0.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("one event").unwrap();
+        assert!(first.contains("\"specversion\":\"1.0\""));
+        // Dropping the reader closes the pipe.
+    }
+    let status = wait_exit(&mut child.0, Duration::from_secs(30));
+    assert!(!status.success(), "a closed stdout is an error exit");
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("cannot continue"), "{log}");
+    let show = Command::new(BIN)
+        .args(["state", "show", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    let waiting: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("outbox: ")?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(waiting > 0, "undelivered events are kept: {text}");
+}

@@ -521,7 +521,7 @@ async fn until_settled(s: &mut WebhookSink, mut pending: Vec<(u64, OutboxEntry)>
             .filter_map(|(p, o)| match o {
                 Ok(()) => None,
                 Err(SinkError::Transient(_)) => Some(p),
-                Err(SinkError::Permanent(m)) => panic!("permanent: {m}"),
+                Err(SinkError::Permanent(m) | SinkError::Fatal(m)) => panic!("not transient: {m}"),
             })
             .collect();
         if pending.is_empty() {
@@ -578,7 +578,7 @@ async fn lanes_keep_each_records_order_and_run_concurrently() {
                 failed.insert(p.1.key.clone());
                 pending.push(p.clone());
             }
-            Err(SinkError::Permanent(m)) => panic!("{m}"),
+            Err(SinkError::Permanent(m) | SinkError::Fatal(m)) => panic!("{m}"),
         }
     }
     assert!(!failed.is_empty(), "every 5th request fails");
@@ -1079,6 +1079,11 @@ async fn dlq_commands_work_beside_a_running_daemon() {
             .spawn()
             .unwrap(),
     );
+    // The CLI would take the state dir's lock if it came first.
+    wait_until("the daemon serves", 30, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (ok, out) = cli(&["dlq", "list", "--sink", "erp"]);

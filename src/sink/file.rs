@@ -103,7 +103,15 @@ impl FileSink {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&self.buf)
                     .and_then(|_| out.flush())
-                    .map_err(|e| SinkError::Transient(format!("sink `{name}`: stdout: {e}")))
+                    .map_err(|e| {
+                        let msg = format!("sink `{name}`: stdout: {e}");
+                        // Nobody reads any more: waiting cannot help.
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            SinkError::Fatal(msg)
+                        } else {
+                            SinkError::Transient(msg)
+                        }
+                    })
             }
             Target::File(path) => {
                 let buf = std::mem::take(&mut self.buf);

@@ -22,6 +22,10 @@ pub enum SinkError {
     /// Retrying the same event cannot succeed (dead letter).
     #[error("{0}")]
     Permanent(String),
+    /// The sink cannot go on at all (stdout closed by its reader): the
+    /// daemon stops with an error; the events stay in the outbox.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// One event's result in a batch.
