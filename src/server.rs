@@ -265,10 +265,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
         sinks.push(SinkView {
             cursor: h.store.cursor(&name).unwrap_or_default(),
             backlog: h.store.sink_backlog(&name).unwrap_or_default(),
-            dead_letters: h
-                .store
-                .dead_letters(Some(&name))
-                .map_or(0, |d| d.len() as u64),
+            dead_letters: h.store.dead_count(&name).unwrap_or_default(),
             name,
             state: state_name,
             delivered: st.delivered,

@@ -656,6 +656,16 @@ impl Store {
         Ok(out)
     }
 
+    /// How many dead letters `sink` holds (keys only: cheap enough per scrape).
+    pub fn dead_count(&self, sink: &str) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self.inner.dead.scan_prefix(seen_prefix(sink)).keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Moves dead letters (of `sink` or all; `seqs` empty = every one) back
     /// to their sink's replay queue; a running daemon delivers them next.
     /// Returns how many.
