@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
 use common::{check_exact, read_jsonl, seen_event, wait_for, Daemon, TestConfig};
 use coupa_changefeed::store::{DeadLetter, ObjectState, OutboxEntry, Settled, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn file_sink(name: &str, path: &std::path::Path) -> String {
@@ -122,21 +120,6 @@ async fn a_full_outbox_pauses_polling_until_the_sink_catches_up() {
     check_exact(&sim, "purchase_orders", &events);
 }
 
-fn run_cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_cli_lists_replays_and_drops() {
     let sim = common::quiet_sim(0).await;
@@ -187,14 +170,14 @@ async fn dlq_cli_lists_replays_and_drops() {
             .await
             .unwrap();
     }
-    let (ok, list) = run_cli(&["dlq", "list"], &config);
+    let (ok, list) = common::cli(&["dlq", "list"], &config);
     assert!(ok, "{list}");
     assert!(
         list.contains("HTTP 400 for record 7") && list.contains("HTTP 400 for record 8"),
         "{list}"
     );
     assert!(list.contains("2 dead letter(s)"), "{list}");
-    let (ok, json) = run_cli(&["dlq", "list", "--json", "--sink", "archive"], &config);
+    let (ok, json) = common::cli(&["dlq", "list", "--json", "--sink", "archive"], &config);
     assert!(ok, "{json}");
     let rows: Vec<serde_json::Value> = json
         .lines()
@@ -203,19 +186,19 @@ async fn dlq_cli_lists_replays_and_drops() {
     assert_eq!(rows[0]["event"]["id"], "ev-7");
     assert_eq!(rows[1]["seq"], 2);
 
-    let (ok, msg) = run_cli(&["dlq", "list", "--sink", "nope"], &config);
+    let (ok, msg) = common::cli(&["dlq", "list", "--sink", "nope"], &config);
     assert!(
         !ok && msg.contains("sink `nope` is not configured"),
         "{msg}"
     );
-    let (ok, msg) = run_cli(&["dlq", "drop"], &config);
+    let (ok, msg) = common::cli(&["dlq", "drop"], &config);
     assert!(!ok && msg.contains("--all"), "{msg}");
 
-    let (ok, msg) = run_cli(&["dlq", "drop", "2"], &config);
+    let (ok, msg) = common::cli(&["dlq", "drop", "2"], &config);
     assert!(ok && msg.contains("1 dead letter(s) dropped"), "{msg}");
-    let (ok, msg) = run_cli(&["dlq", "replay", "--sink", "archive"], &config);
+    let (ok, msg) = common::cli(&["dlq", "replay", "--sink", "archive"], &config);
     assert!(ok && msg.contains("1 dead letter(s) queued"), "{msg}");
-    let (_, list) = run_cli(&["dlq", "list"], &config);
+    let (_, list) = common::cli(&["dlq", "list"], &config);
     assert!(list.contains("0 dead letter(s)"), "{list}");
 
     // The daemon delivers the replayed event, once, and nothing else.

@@ -16,21 +16,6 @@ use serde_json::json;
 const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const SECRET: &str = "oauth-secret-9d2e";
 
-fn cli(args: &[&str], config: &std::path::Path) -> (bool, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
     let sim = Simulator::start(SimConfig {
@@ -55,7 +40,7 @@ async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
         .objects(&["purchase_orders", "supplier_sites"])
         .file_sink(&dir.path().join("events.jsonl"));
     std::fs::write(&config, good.toml()).unwrap();
-    let (ok, out) = cli(&["check"], &config);
+    let (ok, out) = common::cli(&["check"], &config);
     assert!(ok, "{out}");
     assert!(out.contains("OAuth token minted"), "{out}");
     assert!(out.contains("listed /api/purchase_orders"), "{out}");
@@ -77,7 +62,7 @@ async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
             dir.path().display()
         ));
     std::fs::write(&config, bad.toml()).unwrap();
-    let (ok, out) = cli(&["check", "--json"], &config);
+    let (ok, out) = common::cli(&["check", "--json"], &config);
     assert!(!ok, "{out}");
     let json_end = out.rfind(']').unwrap();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out[..=json_end]).unwrap();

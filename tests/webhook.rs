@@ -1056,20 +1056,7 @@ async fn dlq_commands_work_beside_a_running_daemon() {
         .toml();
     std::fs::write(&config, &text).unwrap();
     let bin = env!("CARGO_BIN_EXE_coupa-changefeed");
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(bin)
-            .args(args)
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let cli = |args: &[&str]| common::cli(args, &config);
     let mut daemon = common::Reap(
         std::process::Command::new(bin)
             .args(["run", "--config"])

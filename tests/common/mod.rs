@@ -543,3 +543,19 @@ pub async fn quiet_sim(records: usize) -> Simulator {
     .await
     .unwrap()
 }
+
+/// Runs `coupa-changefeed ARGS --config CONFIG`: (success, stdout + stderr).
+pub fn cli(args: &[&str], config: &Path) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
