@@ -313,8 +313,26 @@ pub fn router(state: Arc<ApiState>) -> Router {
             post(create_integration_history_record),
         )
         .route("/v1/http", post(raw))
+        .layer(middleware::from_fn(audit))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+}
+
+/// One log line per authenticated call (method, path, status, time), so
+/// writes made through the API can be traced; bodies are not logged.
+async fn audit(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    info!(
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "actions API call"
+    );
+    resp
 }
 
 /// Lets the request through only with the right bearer token.

@@ -696,6 +696,18 @@ async fn the_daemon_says_whether_the_api_is_on_and_never_shows_the_token() {
             .unwrap();
         assert!(exit.success(), "{exit}:\n{log}");
         assert!(!log.contains(TOKEN), "the token was logged:\n{log}");
+        if token.is_some() {
+            // The authenticated call is in the audit log; the refused one is not.
+            let audit: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("actions API call"))
+                .collect();
+            assert_eq!(audit.len(), 1, "{log}");
+            assert!(
+                audit[0].contains("/v1/openapi.json") && audit[0].contains("200"),
+                "{log}"
+            );
+        }
     }
     sim.shutdown().await;
 }
