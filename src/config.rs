@@ -497,7 +497,17 @@ impl Schedule {
         self.cron.after(&after).next()
     }
 
-    /// The typical interval between two fires (for readiness and backfill).
+    /// When a poller whose last success was at `last` counts as behind:
+    /// three schedules on — the first fire after `last`, plus twice the
+    /// gap to the fire after it. Irregular crons (weekdays only) are judged
+    /// by their own gaps, so a quiet weekend is not "behind".
+    pub fn overdue_at(&self, last: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut it = self.cron.after(&last);
+        let (a, b) = (it.next()?, it.next()?);
+        Some(a + (b - a) * 2)
+    }
+
+    /// The typical interval between two fires.
     pub fn interval(&self) -> Duration {
         let mut it = self.cron.upcoming(Utc);
         match (it.next(), it.next()) {

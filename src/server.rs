@@ -180,11 +180,14 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
         let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let os = stored.get(name).cloned().unwrap_or_default();
         let schedule = h.schedules.get(name);
-        let budget = schedule.map_or(Duration::from_secs(180), |s| s.interval() * 3);
-        let recent = match st.last_success {
-            Some(t) => since(t, now) <= budget,
-            None => uptime <= budget,
-        };
+        // Since the last success, or since start for a poller yet to succeed.
+        let since_when = st
+            .last_success
+            .unwrap_or_else(|| now - chrono::Duration::from_std(uptime).unwrap_or_default());
+        let overdue = schedule
+            .and_then(|s| s.overdue_at(since_when))
+            .unwrap_or(since_when + chrono::Duration::seconds(180));
+        let recent = now <= overdue;
         let state_name = if st.paused.is_some() {
             "paused"
         } else if !recent {
@@ -204,8 +207,8 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
                 component: "object",
                 name: name.clone(),
                 reason: format!(
-                    "no successful poll within 3 × its schedule ({}s); last success {last}{}",
-                    budget.as_secs(),
+                    "no successful poll within 3 × its schedule (due by {}); last success {last}{}",
+                    rfc3339(overdue),
                     st.last_error
                         .as_ref()
                         .map(|e| format!("; last error: {e}"))

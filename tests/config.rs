@@ -312,3 +312,20 @@ fn shards_split_the_objects_between_replicas() {
     let e = err(&format!("[cluster]\nshard = \"5/2\"\n{GOOD}"));
     assert!(e.contains("`cluster.shard`"), "{e}");
 }
+
+#[test]
+fn a_poller_is_overdue_after_three_of_its_own_schedules() {
+    use coupa_changefeed::config::Schedule;
+    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let every30 = Schedule::parse("*/30 * * * * *").unwrap();
+    assert_eq!(
+        every30.overdue_at(t("2026-11-30T10:00:05Z")),
+        Some(t("2026-11-30T10:01:30Z"))
+    );
+    // Weekdays at 09:00: a Friday success is not overdue over the weekend.
+    let weekdays = Schedule::parse("0 9 * * 1-5").unwrap();
+    assert_eq!(
+        weekdays.overdue_at(t("2026-11-27T09:00:05Z")), // a Friday
+        Some(t("2026-12-02T09:00:00Z"))
+    );
+}
