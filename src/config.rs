@@ -506,15 +506,6 @@ impl Schedule {
         let (a, b) = (it.next()?, it.next()?);
         Some(a + (b - a) * 2)
     }
-
-    /// The typical interval between two fires.
-    pub fn interval(&self) -> Duration {
-        let mut it = self.cron.upcoming(Utc);
-        match (it.next(), it.next()) {
-            (Some(a), Some(b)) => (b - a).to_std().unwrap_or(Duration::from_secs(60)),
-            _ => Duration::from_secs(60),
-        }
-    }
 }
 
 /// Unix day-of-week numbers (0/7 = Sunday) to names, which the cron crate
