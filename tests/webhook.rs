@@ -1103,3 +1103,54 @@ async fn dlq_commands_work_beside_a_running_daemon() {
     common::sigterm(&daemon.0);
     assert!(common::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
 }
+
+/// SIGTERM waits for a delivery in flight (bounded by shutdown_timeout);
+/// a second signal exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+        initial_records: 1,
+        ..sim_config()
+    })
+    .await
+    .unwrap();
+    // The receiver sits on every request far longer than the test runs.
+    let rx = Receiver::start(&[NEW], Mode::Slow(Duration::from_secs(120))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .sink(&format!(
+            "type = \"webhook\"\ntimeout = \"300s\"\n{}",
+            sink_lines(&rx.url(), "")
+        ))
+        .raw("[delivery]\nshutdown_timeout = \"300s\"")
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = common::Reap(
+        std::process::Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("a delivery in flight", 60, || {
+        rx.state.in_flight.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    common::sigterm(&daemon.0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "the first signal waits for the delivery in flight"
+    );
+    common::sigterm(&daemon.0);
+    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(10));
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "the second signal exits at once: {status}"
+    );
+}
