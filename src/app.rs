@@ -141,9 +141,7 @@ pub async fn run_built(
         .context("these handles were already run")?;
     let server_state = crate::server::ServerState {
         handles: handles.clone(),
-        metrics: handles.metrics.clone(),
         started: std::time::Instant::now(),
-        stuck_after: handles.stuck_after,
     };
     // The server outlives the drain: health stays visible while stopping.
     let (server_stop, server_shutdown) = crate::shutdown::channel();

@@ -31,8 +31,6 @@ pub struct SinkStatus {
     pub delivered: u64,
     /// Failed attempts that were retried.
     pub retries: u64,
-    /// Events dead-lettered by this process.
-    pub dead_letters: u64,
     /// The last failure, as the sink phrased it.
     pub last_error: Option<String>,
     /// Since when nothing has got through (`None`: healthy).
@@ -148,17 +146,11 @@ impl<S: Sink> Drain<S> {
         }
         let cursor = self.store.cursor(&self.name)?;
         let mut batch = self.store.outbox_after(cursor, BATCH)?;
+        // The entry right after the cursor is never settled (`settle` moves
+        // the cursor over settled entries in a row), so this never empties
+        // a non-empty batch.
         let acked = self.store.acked_beyond(&self.name)?;
-        if !acked.is_empty() {
-            batch.retain(|(seq, _)| !acked.contains(seq));
-            if batch.is_empty() {
-                // Everything read was settled already; the next read must
-                // look further, so fetch after the last settled seq.
-                let last = *acked.iter().next_back().unwrap_or(&cursor);
-                batch = self.store.outbox_after(last, BATCH)?;
-                batch.retain(|(seq, _)| !acked.contains(seq));
-            }
-        }
+        batch.retain(|(seq, _)| !acked.contains(seq));
         Ok((Source::Outbox, batch))
     }
 
@@ -268,7 +260,6 @@ impl<S: Sink> Drain<S> {
             {
                 let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 st.delivered += delivered;
-                st.dead_letters += dead;
                 st.retries += retry.len() as u64;
                 if delivered > 0 {
                     st.last_delivery = Some(Utc::now());

@@ -7,7 +7,6 @@
 //! token) is the one part that writes, to Coupa.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -21,18 +20,13 @@ use serde::Serialize;
 use crate::app::Handles;
 use crate::coupa::client::ClientStats;
 use crate::coupa::record::rfc3339;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// What the server reads.
 #[derive(Clone)]
 pub struct ServerState {
     pub handles: Handles,
-    pub metrics: Arc<Metrics>,
     pub started: Instant,
-    /// A sink failing longer than this (or its `max_retry_age`, if
-    /// shorter) is reported stuck.
-    pub stuck_after: Duration,
 }
 
 /// Serves until shutdown on an already bound listener.
@@ -247,7 +241,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
         let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let stuck_after = st
             .retry_budget
-            .map_or(state.stuck_after, |b| b.min(state.stuck_after));
+            .map_or(h.stuck_after, |b| b.min(h.stuck_after));
         let state_name = match st.failing_since {
             Some(t) if since(t, now) > stuck_after => "stuck",
             Some(_) => "retrying",
@@ -323,7 +317,7 @@ async fn metrics(State(state): State<ServerState>, headers: axum::http::HeaderMa
     } else {
         prometheus_client::encoding::prometheus_text::CONTENT_TYPE
     };
-    match state.metrics.render(&snapshot(&state), openmetrics) {
+    match state.handles.metrics.render(&snapshot(&state), openmetrics) {
         Ok(text) => ([(header::CONTENT_TYPE, content_type)], text).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

@@ -718,13 +718,6 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Records that `sink` has delivered everything up to `seq`, durably.
-    pub async fn ack(&self, sink: &str, seq: u64) -> Result<(), StoreError> {
-        self.inner.cursors.insert(sink, &seq.to_be_bytes())?;
-        self.inner.db.flush_async().await?;
-        Ok(())
-    }
-
     /// Deletes outbox entries that every one of `sinks` has acknowledged.
     /// Returns how many were released.
     pub fn release(&self, sinks: &[String]) -> Result<usize, StoreError> {
@@ -822,9 +815,17 @@ mod tests {
             .unwrap();
         assert_eq!(s.outbox_after(2, 10).unwrap()[0].0, 3);
         let sinks = vec!["a".to_string(), "b".to_string()];
-        s.ack("a", 3).await.unwrap();
+        let settled = |seqs: &[u64]| Settled {
+            outbox: seqs.to_vec(),
+            ..Settled::default()
+        };
+        s.settle("a", settled(&[1, 2, 3])).await.unwrap();
+        assert_eq!(s.cursor("a").unwrap(), 3);
         assert_eq!(s.release(&sinks).unwrap(), 0, "b has acked nothing");
-        s.ack("b", 2).await.unwrap();
+        s.settle("b", settled(&[2])).await.unwrap();
+        assert_eq!(s.cursor("b").unwrap(), 0, "1 is not settled yet");
+        s.settle("b", settled(&[1])).await.unwrap();
+        assert_eq!(s.cursor("b").unwrap(), 2);
         assert_eq!(s.release(&sinks).unwrap(), 2);
         assert_eq!(s.outbox_len(), 1);
         assert_eq!(s.backlog(&sinks).unwrap(), 1);
