@@ -223,11 +223,7 @@ fn describe(r: Result<(), tokio::task::JoinError>) -> String {
     match r {
         Ok(()) => "it returned".into(),
         Err(e) if e.is_panic() => {
-            let p = e.into_panic();
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panicked".into())
+            crate::panic_message(e.into_panic().as_ref()).unwrap_or_else(|| "panicked".into())
         }
         Err(e) => e.to_string(),
     }

@@ -49,3 +49,11 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod store;
+
+/// The message a panic carried, if it was a string (what `panic!` makes).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}

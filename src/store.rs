@@ -299,10 +299,7 @@ impl Store {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(classify_open_error(dir, e)),
             Err(panic) => {
-                let detail = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                let detail = crate::panic_message(panic.as_ref())
                     .unwrap_or_else(|| "sled panicked while opening".into());
                 return Err(StoreError::Damaged {
                     dir: dir.to_path_buf(),
