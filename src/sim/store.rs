@@ -299,22 +299,7 @@ impl Store {
             }
         }
         current.insert("updated-at".into(), render_time(updated, offset).into());
-        let shared = row.record.clone();
-        let previous = row.version;
-        row.version = self.versions.len();
-
-        self.versions[previous].superseded_at = Some(now);
-        let created_at = self.versions[previous].created_at;
-        self.versions.push(Version {
-            object: spec.name.into(),
-            id,
-            updated_at: updated,
-            created_at,
-            record: shared.clone(),
-            appeared_at: now,
-            superseded_at: None,
-        });
-        Ok(Some((*shared).clone()))
+        Ok(Some(self.record_version(spec, id, updated, now)))
     }
 
     /// Stores `record` as the next version of record `id` (the API's
@@ -341,8 +326,25 @@ impl Store {
         }
         let updated = now.trunc_subsecs(0);
         record.insert("updated-at".into(), render_time(updated, offset).into());
-        let shared = Arc::new(record);
-        row.record = shared.clone();
+        row.record = Arc::new(record);
+        Some(self.record_version(spec, id, updated, now))
+    }
+
+    /// Makes the row's current record (already changed) the record's next
+    /// version in the history, superseding the previous one.
+    fn record_version(
+        &mut self,
+        spec: &ObjectSpec,
+        id: u64,
+        updated: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Record {
+        let row = self
+            .tables
+            .get_mut(spec.name)
+            .and_then(|t| t.get_mut(&id))
+            .expect("the caller changed this row");
+        let shared = row.record.clone();
         let previous = row.version;
         row.version = self.versions.len();
         self.versions[previous].superseded_at = Some(now);
@@ -356,7 +358,7 @@ impl Store {
             appeared_at: now,
             superseded_at: None,
         });
-        Some((*shared).clone())
+        (*shared).clone()
     }
 
     /// The parent id a nested record sits under.
