@@ -573,15 +573,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Records what a delivery round settled, in one transaction, then
-    /// moves the sink's cursor over every settled entry in a row and
+    /// Records what a delivery round settled and moves the sink's cursor
+    /// over every settled entry in a row, in one transaction, then
     /// flushes. Nothing settled is delivered again after a restart.
     pub async fn settle(&self, sink: &str, done: Settled) -> Result<(), StoreError> {
         let i = &self.inner;
-        let result: Result<(), TransactionError<()>> =
-            (&i.acked, &i.dead, &i.replay).transaction(|(acked, dead, replay)| {
-                for seq in &done.outbox {
+        // Work out the new cursor first, so entries settled in order (the
+        // usual case) move the cursor without passing through `acked`.
+        let stored = self.acked_beyond(sink)?;
+        let mut ahead = stored.clone();
+        ahead.extend(done.outbox.iter().copied());
+        let old = self.cursor(sink)?;
+        let mut cursor = old;
+        // Over settled entries in a row; entries below the oldest one still
+        // in the outbox count as settled.
+        for k in i.outbox.range((old + 1).to_be_bytes()..).keys() {
+            let seq = u64_be(&k?).unwrap_or(u64::MAX);
+            if !ahead.remove(&seq) {
+                break;
+            }
+            cursor = seq;
+        }
+        let result: Result<(), TransactionError<()>> = (&i.acked, &i.dead, &i.replay, &i.cursors)
+            .transaction(|(acked, dead, replay, cursors)| {
+                for seq in stored.iter().filter(|s| **s <= cursor) {
+                    acked.remove(sink_key(sink, *seq))?;
+                }
+                for seq in done.outbox.iter().filter(|s| **s > cursor) {
                     acked.insert(sink_key(sink, *seq), &[][..])?;
+                }
+                if cursor != old {
+                    cursors.insert(sink.as_bytes(), &cursor.to_be_bytes())?;
                 }
                 for seq in &done.replayed {
                     replay.remove(sink_key(sink, *seq))?;
@@ -592,28 +614,6 @@ impl Store {
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(tx_error)?;
-        // Advance the cursor over settled entries in a row. Entries below
-        // the oldest one still in the outbox count as settled.
-        let mut cursor = self.cursor(sink)?;
-        let mut batch = sled::Batch::default();
-        let start = cursor;
-        loop {
-            let next = match i.outbox.range((cursor + 1).to_be_bytes()..).next() {
-                Some(kv) => u64_be(&kv?.0).unwrap_or(u64::MAX),
-                None => break,
-            };
-            let k = sink_key(sink, next);
-            if i.acked.contains_key(&k)? {
-                batch.remove(k);
-                cursor = next;
-            } else {
-                break;
-            }
-        }
-        if cursor != start {
-            i.acked.apply_batch(batch)?;
-            i.cursors.insert(sink, &cursor.to_be_bytes())?;
-        }
         i.db.flush_async().await?;
         Ok(())
     }
