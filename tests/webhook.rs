@@ -28,11 +28,9 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use common::{check, sim_config, Seen, TestConfig};
-use coupa_changefeed::app::{self, Handles};
 use coupa_changefeed::config::{OneOrMany, Settings, SinkSettings};
 use coupa_changefeed::coupa::record::{numeric_id, parse_timestamp};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
-use coupa_changefeed::shutdown::{self, Trigger};
 use coupa_changefeed::sim::Simulator;
 use coupa_changefeed::sink::webhook::{WebhookConfig, WebhookSink};
 use coupa_changefeed::sink::{Sink, SinkError};
@@ -727,43 +725,25 @@ async fn a_secret_file_with_two_keys_signs_with_both() {
 
 // -------------------------------------------------------------- end to end
 
-/// The daemon running against `sim` with one webhook sink.
-struct Daemon {
-    handles: Handles,
-    trigger: Trigger,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+/// The daemon running against `sim` with one webhook sink, and its state dir.
+fn start_daemon(sim: &Simulator, sink_lines: &str) -> (common::Daemon, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .poll("settle = \"1s\"")
+        .sink(&format!(
+            "type = \"webhook\"\nmax_backoff = \"200ms\"\n{sink_lines}"
+        ))
+        .settings();
+    (common::Daemon::start(&settings), dir)
 }
 
-impl Daemon {
-    async fn start(sim: &Simulator, sink_lines: &str) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
-            .objects(&["purchase_orders"])
-            .poll("settle = \"1s\"")
-            .sink(&format!(
-                "type = \"webhook\"\nmax_backoff = \"200ms\"\n{sink_lines}"
-            ))
-            .settings();
-        let (handles, pollers, sinks) = app::build(&settings).unwrap();
-        let (trigger, listener) = shutdown::channel();
-        let task = tokio::spawn(app::run_built(handles.clone(), pollers, sinks, listener));
-        Daemon {
-            handles,
-            trigger,
-            task,
-            _dir: dir,
-        }
-    }
-
-    async fn stop(self) {
-        self.trigger.fire();
-        tokio::time::timeout(Duration::from_secs(60), self.task)
-            .await
-            .expect("daemon stops within 60 s")
-            .unwrap()
-            .unwrap();
-    }
+/// Stops the daemon; it must stop cleanly within 60 s.
+async fn stop(d: common::Daemon) {
+    tokio::time::timeout(Duration::from_secs(60), d.stop())
+        .await
+        .expect("daemon stops within 60 s")
+        .unwrap();
 }
 
 /// Polls `done` every 50 ms until it holds; panics after `secs` seconds.
@@ -800,13 +780,13 @@ async fn e2e_server_errors_are_retried_with_the_same_webhook_id_until_all_arrive
     for _ in 0..5 {
         sim.create("purchase_orders", json!({}));
     }
-    let d = Daemon::start(&sim, &sink_lines(&rx.url(), "")).await;
+    let (d, _dir) = start_daemon(&sim, &sink_lines(&rx.url(), ""));
     wait_until("the first records", 60, || has_finals(&sim, &rx)).await;
     let first = sim.versions("purchase_orders")[0].id;
     sim.update("purchase_orders", first, json!({"status": "closed"}));
     sim.create("purchase_orders", json!({}));
     wait_until("every final version", 60, || has_finals(&sim, &rx)).await;
-    d.stop().await;
+    stop(d).await;
 
     let delivered = rx.seen();
     check(&sim, "purchase_orders", &delivered);
@@ -840,7 +820,7 @@ async fn e2e_a_400_dead_letters_the_event_and_replay_delivers_it() {
     let b = sim.create("purchase_orders", json!({}))["id"]
         .as_u64()
         .unwrap();
-    let d = Daemon::start(&sim, &sink_lines(&rx.url(), "")).await;
+    let (d, _dir) = start_daemon(&sim, &sink_lines(&rx.url(), ""));
     let store = d.handles.store.clone();
     wait_until("two dead letters", 60, || {
         store.dead_letters(Some("webhook")).unwrap().len() == 2
@@ -866,7 +846,7 @@ async fn e2e_a_400_dead_letters_the_event_and_replay_delivers_it() {
         .map(|d| d.entry.event_json()["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, dead_ids);
-    d.stop().await;
+    stop(d).await;
     check(&sim, "purchase_orders", &rx.seen());
 }
 
@@ -878,7 +858,7 @@ async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     for _ in 0..3 {
         sim.create("purchase_orders", json!({}));
     }
-    let d = Daemon::start(&sim, &sink_lines(&url, "")).await;
+    let (d, _dir) = start_daemon(&sim, &sink_lines(&url, ""));
     let store = d.handles.store.clone();
     wait_until("events in the outbox", 60, || store.outbox_len() >= 3).await;
     // Let several attempts fail (max_backoff is 200 ms).
@@ -891,7 +871,7 @@ async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     sim.create("purchase_orders", json!({}));
     let rx = Receiver::start_on(port, &[NEW], Mode::Ok).await;
     wait_until("every final version", 60, || has_finals(&sim, &rx)).await;
-    d.stop().await;
+    stop(d).await;
     common::check_exact(&sim, "purchase_orders", &rx.seen());
 }
 
@@ -907,7 +887,7 @@ async fn e2e_each_records_versions_arrive_in_order_with_concurrency_4() {
                 .unwrap()
         })
         .collect();
-    let d = Daemon::start(&sim, &sink_lines(&rx.url(), "concurrency = 4")).await;
+    let (d, _dir) = start_daemon(&sim, &sink_lines(&rx.url(), "concurrency = 4"));
     // The creations first, so every record has at least two versions.
     wait_until("the created records", 60, || has_finals(&sim, &rx)).await;
     let editor = {
@@ -924,7 +904,7 @@ async fn e2e_each_records_versions_arrive_in_order_with_concurrency_4() {
     };
     editor.await.unwrap();
     wait_until("every final version", 90, || has_finals(&sim, &rx)).await;
-    d.stop().await;
+    stop(d).await;
 
     let delivered = rx.seen();
     check(&sim, "purchase_orders", &delivered);
