@@ -179,6 +179,14 @@ pub struct PollSettings {
     /// Nested objects: parent records visited per poll (bounds the request cost).
     #[serde(default = "default_parent_budget")]
     pub parent_budget: u32,
+    /// Backfill: slices of one long window read at once (1 = no slicing).
+    /// All share the one rate limit.
+    #[serde(default = "default_backfill_concurrency")]
+    pub backfill_concurrency: u32,
+    /// Backfill: slices are never split below this; windows under twice
+    /// this are paged as one list.
+    #[serde(default = "default_backfill_slice", with = "humantime_serde")]
+    pub backfill_slice: Duration,
 }
 
 impl Default for PollSettings {
@@ -190,6 +198,8 @@ impl Default for PollSettings {
             start_from: default_start_from(),
             page_size: default_page_size(),
             parent_budget: default_parent_budget(),
+            backfill_concurrency: default_backfill_concurrency(),
+            backfill_slice: default_backfill_slice(),
         }
     }
 }
@@ -435,6 +445,12 @@ fn default_page_size() -> u32 {
 fn default_parent_budget() -> u32 {
     200
 }
+fn default_backfill_concurrency() -> u32 {
+    8
+}
+fn default_backfill_slice() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_listen() -> std::net::SocketAddr {
     ([127, 0, 0, 1], 8080).into()
 }
@@ -563,6 +579,10 @@ pub struct ObjectPlan {
     pub start_from: StartFrom,
     pub page_size: u32,
     pub parent_budget: u32,
+    /// Slices of a long window read at once (1 = none).
+    pub backfill_concurrency: u32,
+    /// Shortest backfill slice.
+    pub backfill_slice: Duration,
     pub filter: BTreeMap<String, String>,
     pub fields: Vec<String>,
 }
@@ -893,6 +913,8 @@ impl Settings {
             start_from,
             page_size: self.poll.page_size,
             parent_budget: self.poll.parent_budget.max(1),
+            backfill_concurrency: self.poll.backfill_concurrency.clamp(1, 64),
+            backfill_slice: self.poll.backfill_slice.max(Duration::from_secs(1)),
             filter: o.filter.clone(),
             fields: o.fields.clone(),
         })

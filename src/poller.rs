@@ -11,6 +11,18 @@
 //! an unfinished window is persisted and continued by the next poll. A
 //! child edited after we passed its parent has `updated-at` above the
 //! frozen upper bound and lands in the next window, so nothing is missed.
+//!
+//! Backfill: a window at least twice `[poll] backfill_slice` wide is
+//! paged as time slices by up to `backfill_concurrency` workers over the
+//! one client, so all share its rate limit. It starts as one slice; a free
+//! worker splits the widest slice whose last page came back at least half
+//! full and takes the upper half. Both halves keep the slice's `id[gt]`
+//! position, which is exact: everything at or below it in the whole slice
+//! is already read. So a sparse window costs one request and a dense one
+//! spreads over every worker. Each slice's position is persisted with its
+//! pages, so a crash resumes every slice where it stopped. Pages are
+//! detected and committed one at a time under one lock, so a version read
+//! twice across a split is still one event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,7 +38,7 @@ use crate::coupa::objects;
 use crate::coupa::record::{self, query_time, Record, Stamp};
 use crate::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
 use crate::shutdown::Shutdown;
-use crate::store::{ObjectState, OutboxEntry, SeenEntry, Store, StoreError, Window};
+use crate::store::{ObjectState, OutboxEntry, SeenEntry, Slice, Store, StoreError, Window};
 
 /// Why a poll stopped early. The window stays persisted; the next poll
 /// resumes it, so an error never loses a change.
@@ -115,6 +127,24 @@ pub struct PollerStatus {
     pub paused: Option<String>,
     /// Failed polls by kind (metrics).
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// A sliced backfill under way.
+    pub backfill: Option<BackfillProgress>,
+}
+
+/// How far a sliced backfill window is, for logs and `/status`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct BackfillProgress {
+    pub from: String,
+    pub to: String,
+    pub slices: usize,
+    pub slices_done: usize,
+    /// Share of the window's time span in finished slices.
+    pub percent: f64,
+    /// Records read by this process since the backfill (re)started.
+    pub records: u64,
+    pub elapsed_seconds: f64,
+    /// Estimated from the pace so far; `None` until a slice is done.
+    pub eta_seconds: Option<f64>,
 }
 
 /// Pauses a poller while the outbox holds `max_backlog` events or more
@@ -135,11 +165,169 @@ pub struct Poller {
     gate: Option<Backpressure>,
 }
 
-/// The paging position inside a window's current list.
-struct ListCursor<'a> {
+/// One list a window pages: the path and the events' origin.
+struct ListCursor {
     path: String,
     origin: Origin,
-    window: &'a Window,
+}
+
+/// Where a list's paging position lives in the open window.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// The window's own position (one list, or a parent's children).
+    Whole,
+    /// A backfill slice's.
+    Slice(usize),
+}
+
+/// A slot's time range and position.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+    last_id: Option<u64>,
+    offset: Option<u64>,
+}
+
+/// A free backfill worker's next step.
+enum Claim {
+    Slice(usize),
+    Wait,
+    Finished,
+}
+
+/// One poll's state, shared by the lists it pages at once. Pages are
+/// detected and committed under its lock, one at a time.
+struct Shared {
+    state: ObjectState,
+    report: PollReport,
+    /// Slices a worker is paging (in memory: a restart frees them all).
+    taken: Vec<bool>,
+    /// Slices whose last page was at least half full: worth splitting.
+    dense: Vec<bool>,
+    /// A worker failed: the others stop after their current page.
+    halt: bool,
+    started: std::time::Instant,
+    last_log: Option<std::time::Instant>,
+}
+
+impl Shared {
+    fn new(state: ObjectState) -> Shared {
+        let slices = state.window.as_ref().map_or(0, |w| w.slices.len());
+        Shared {
+            state,
+            report: PollReport::default(),
+            taken: vec![false; slices],
+            dense: vec![false; slices],
+            halt: false,
+            started: std::time::Instant::now(),
+            last_log: None,
+        }
+    }
+
+    fn window(&mut self) -> &mut Window {
+        self.state.window.as_mut().expect("window is open")
+    }
+
+    fn position(&self, slot: Slot) -> Position {
+        let w = self.state.window.as_ref().expect("window is open");
+        match slot {
+            Slot::Whole => Position {
+                lo: w.lo,
+                hi: w.hi,
+                last_id: w.last_id,
+                offset: w.offset,
+            },
+            Slot::Slice(i) => {
+                let s = &w.slices[i];
+                Position {
+                    lo: s.lo,
+                    hi: s.hi,
+                    last_id: s.last_id,
+                    offset: s.offset,
+                }
+            }
+        }
+    }
+
+    /// Stores a slot's new `(last_id, offset)`.
+    fn advance(&mut self, slot: Slot, last_id: Option<u64>, offset: Option<u64>) {
+        let w = self.window();
+        match slot {
+            Slot::Whole => (w.last_id, w.offset) = (last_id, offset),
+            Slot::Slice(i) => (w.slices[i].last_id, w.slices[i].offset) = (last_id, offset),
+        }
+    }
+
+    /// What a free worker does next: take an unclaimed slice, else split
+    /// the widest dense slice another worker is paging by id and take its
+    /// upper half, else wait while others page, else stop.
+    fn claim(&mut self, min_split: i64) -> Claim {
+        if self.halt {
+            return Claim::Finished;
+        }
+        let w = self.state.window.as_ref().expect("window is open");
+        let open = |i: &usize| !w.slices[*i].done;
+        if let Some(i) = (0..w.slices.len()).filter(open).find(|&i| !self.taken[i]) {
+            self.taken[i] = true;
+            return Claim::Slice(i);
+        }
+        let widest = (0..w.slices.len())
+            .filter(open)
+            .filter(|&i| self.dense[i] && w.slices[i].offset.is_none())
+            .max_by_key(|&i| w.slices[i].hi - w.slices[i].lo);
+        if let Some(i) = widest {
+            let s = &w.slices[i];
+            let span = (s.hi - s.lo).num_seconds();
+            if span >= 2 * min_split {
+                let mid = s.lo + chrono::Duration::seconds(span / 2);
+                let upper = Slice {
+                    lo: mid,
+                    hi: s.hi,
+                    last_id: s.last_id,
+                    offset: None,
+                    done: false,
+                };
+                let w = self.window();
+                w.slices[i].hi = mid;
+                w.slices.push(upper);
+                self.taken.push(true);
+                self.dense.push(false);
+                return Claim::Slice(self.taken.len() - 1);
+            }
+        }
+        if (0..w.slices.len()).any(|i| open(&i)) {
+            Claim::Wait
+        } else {
+            Claim::Finished
+        }
+    }
+
+    fn progress(&self) -> Option<BackfillProgress> {
+        let w = self.state.window.as_ref()?;
+        if w.slices.is_empty() {
+            return None;
+        }
+        let total = (w.hi - w.lo).num_seconds().max(1) as f64;
+        let done: f64 = w
+            .slices
+            .iter()
+            .filter(|s| s.done)
+            .map(|s| (s.hi - s.lo).num_seconds() as f64)
+            .sum();
+        let fraction = (done / total).clamp(0.0, 1.0);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        Some(BackfillProgress {
+            from: record::rfc3339(w.lo),
+            to: record::rfc3339(w.hi),
+            slices: w.slices.len(),
+            slices_done: w.slices.iter().filter(|s| s.done).count(),
+            percent: (fraction * 1000.0).round() / 10.0,
+            records: self.report.records,
+            elapsed_seconds: elapsed.round(),
+            eta_seconds: (fraction > 0.0).then(|| (elapsed * (1.0 - fraction) / fraction).round()),
+        })
+    }
 }
 
 impl Poller {
@@ -288,7 +476,6 @@ impl Poller {
     /// One poll: opens a window if none is open, then pages it until it
     /// completes, the parent budget is spent, or shutdown is asked for.
     pub async fn poll_once(&self, shutdown: &Shutdown) -> Result<PollReport, PollError> {
-        let mut report = PollReport::default();
         let mut state = self
             .store
             .object_state(&self.plan.name)
@@ -297,29 +484,134 @@ impl Poller {
             Some(w) => w,
             None => match self.open_window(&mut state).await? {
                 Some(w) => w,
-                None => return Ok(report),
+                None => return Ok(PollReport::default()),
             },
         };
+        let shared = tokio::sync::Mutex::new(Shared::new(state));
         let done = match self.plan.spec.and_then(|s| s.parent) {
             None => {
                 let list = ListCursor {
                     path: self.plan.path.clone(),
                     origin: self.origin(self.plan.path.clone()),
-                    window: &window,
                 };
-                self.page_list(&list, &mut state, &mut report, shutdown)
-                    .await?
+                if window.slices.is_empty() {
+                    self.page_list(&list, Slot::Whole, &shared, shutdown, None)
+                        .await?
+                } else {
+                    self.page_slices(&list, &shared, shutdown).await?
+                }
             }
-            Some(parent) => {
-                self.page_parents(parent.object, &window, &mut state, &mut report, shutdown)
-                    .await?
-            }
+            Some(parent) => self.page_parents(parent.object, &shared, shutdown).await?,
         };
+        let Shared {
+            mut state,
+            mut report,
+            ..
+        } = shared.into_inner();
         if done {
             self.complete_window(&mut state, &window).await?;
             report.window_complete = true;
         }
         Ok(report)
+    }
+
+    /// Pages a backfill window's slices with `backfill_concurrency`
+    /// workers. `true` when every slice is done.
+    async fn page_slices(
+        &self,
+        list: &ListCursor,
+        shared: &tokio::sync::Mutex<Shared>,
+        shutdown: &Shutdown,
+    ) -> Result<bool, PollError> {
+        {
+            let sh = shared.lock().await;
+            if let Some(p) = sh.progress() {
+                info!(object = %self.plan.name, from = %p.from, to = %p.to, slices = p.slices, done = p.slices_done, workers = self.plan.backfill_concurrency, "backfill: paging the window in slices");
+            }
+        }
+        // Wakes waiting workers when a page or slice is done (there may be
+        // something to split); the timeout covers a wake-up missed between
+        // a claim and the wait.
+        let wake = tokio::sync::Notify::new();
+        let min_split = self.plan.backfill_slice.as_secs().max(1) as i64;
+        let worker = || async {
+            loop {
+                let claim = shared.lock().await.claim(min_split);
+                match claim {
+                    Claim::Finished => return Ok(true),
+                    Claim::Wait => {
+                        let mut stop = shutdown.clone();
+                        tokio::select! {
+                            _ = tokio::time::timeout(Duration::from_millis(250), wake.notified()) => {}
+                            _ = stop.recv() => return Ok(false),
+                        }
+                    }
+                    Claim::Slice(i) => {
+                        let paged = self
+                            .page_list(list, Slot::Slice(i), shared, shutdown, Some(&wake))
+                            .await;
+                        match paged {
+                            Ok(true) => {
+                                self.slice_done(shared, i).await?;
+                                wake.notify_waiters();
+                            }
+                            other => {
+                                if other.is_err() {
+                                    shared.lock().await.halt = true;
+                                }
+                                wake.notify_waiters();
+                                return other;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let workers = self.plan.backfill_concurrency.max(1) as usize;
+        let results = futures_util::future::join_all((0..workers).map(|_| worker())).await;
+        let mut finished = true;
+        for r in results {
+            finished &= r?;
+        }
+        let sh = shared.lock().await;
+        let all_done = sh
+            .state
+            .window
+            .as_ref()
+            .is_some_and(|w| w.slices.iter().all(|s| s.done));
+        if finished && all_done {
+            info!(object = %self.plan.name, records = sh.report.records, events = sh.report.events, requests = sh.report.requests, seconds = sh.started.elapsed().as_secs(), "backfill: window done");
+        }
+        Ok(finished && all_done)
+    }
+
+    /// Marks a slice read to its end, persists that, and reports progress
+    /// (a log line at most every 10 s, and `/status`).
+    async fn slice_done(
+        &self,
+        shared: &tokio::sync::Mutex<Shared>,
+        i: usize,
+    ) -> Result<(), PollError> {
+        let mut sh = shared.lock().await;
+        sh.window().slices[i].done = true;
+        sh.taken[i] = false;
+        self.store
+            .put_object_state(&self.plan.name, &sh.state)
+            .await
+            .map_err(|e| self.store_err(e))?;
+        let progress = sh.progress();
+        let due = sh
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if let (Some(p), true) = (&progress, due) {
+            sh.last_log = Some(std::time::Instant::now());
+            let eta = p.eta_seconds.map_or("unknown".to_string(), |s| {
+                humantime::format_duration(Duration::from_secs(s as u64)).to_string()
+            });
+            info!(object = %self.plan.name, percent = p.percent, slices_done = p.slices_done, slices = p.slices, records = p.records, eta = %eta, "backfill progress");
+        }
+        self.status.lock().expect("status lock").backfill = progress;
+        Ok(())
     }
 
     fn origin(&self, path: String) -> Origin {
@@ -381,6 +673,7 @@ impl Poller {
             parents_done: None,
             parent: None,
             offset: state.offset_paging.then_some(0),
+            slices: self.slices(lo, hi, state.offset_paging),
         };
         state.window = Some(window.clone());
         self.store
@@ -388,6 +681,25 @@ impl Poller {
             .await
             .map_err(|e| self.store_err(e))?;
         Ok(Some(window))
+    }
+
+    /// A window of a top-level object at least twice `backfill_slice`
+    /// wide starts as one slice that free workers split once its pages
+    /// come back full, so a sparse window still costs one request and a
+    /// dense one spreads over every worker. Empty: one plain list.
+    fn slices(&self, lo: DateTime<Utc>, hi: DateTime<Utc>, offset_paging: bool) -> Vec<Slice> {
+        let min = self.plan.backfill_slice.as_secs().max(1) as i64;
+        let nested = self.plan.spec.and_then(|s| s.parent).is_some();
+        if self.plan.backfill_concurrency < 2 || nested || (hi - lo).num_seconds() < 2 * min {
+            return Vec::new();
+        }
+        vec![Slice {
+            lo,
+            hi,
+            last_id: None,
+            offset: offset_paging.then_some(0),
+            done: false,
+        }]
     }
 
     /// A path for the clock probe: the object's own list, or its parent's.
@@ -400,24 +712,19 @@ impl Poller {
         }
     }
 
-    fn page_query(
-        &self,
-        window: &Window,
-        last_id: Option<u64>,
-        offset: Option<u64>,
-    ) -> Vec<(String, String)> {
+    fn page_query(&self, pos: &Position) -> Vec<(String, String)> {
         let mut q: Vec<(String, String)> = self
             .plan
             .filter
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        q.push(("updated_at[gt_or_eq]".into(), query_time(window.lo)));
-        q.push(("updated_at[lt]".into(), query_time(window.hi)));
-        match offset {
+        q.push(("updated_at[gt_or_eq]".into(), query_time(pos.lo)));
+        q.push(("updated_at[lt]".into(), query_time(pos.hi)));
+        match pos.offset {
             Some(k) => q.push(("offset".into(), k.to_string())),
             None => {
-                if let Some(id) = last_id {
+                if let Some(id) = pos.last_id {
                     q.push(("id[gt]".into(), id.to_string()));
                 }
             }
@@ -452,10 +759,11 @@ impl Poller {
     /// object stays in offset mode, with a warning.
     async fn page_list(
         &self,
-        list: &ListCursor<'_>,
-        state: &mut ObjectState,
-        report: &mut PollReport,
+        list: &ListCursor,
+        slot: Slot,
+        shared: &tokio::sync::Mutex<Shared>,
         shutdown: &Shutdown,
+        wake: Option<&tokio::sync::Notify>,
     ) -> Result<bool, PollError> {
         // Offset mode: the previous page's ids, to catch a server that
         // ignores `offset` as well (it would serve the same page forever).
@@ -464,31 +772,35 @@ impl Poller {
             if shutdown.is_shutdown() || !self.room(shutdown).await {
                 return Ok(false);
             }
-            let (last_id, offset) = state
-                .window
-                .as_ref()
-                .map_or((None, None), |w| (w.last_id, w.offset));
-            let query = self.page_query(list.window, last_id, offset);
+            let pos = {
+                let sh = shared.lock().await;
+                if sh.halt {
+                    return Ok(false);
+                }
+                sh.position(slot)
+            };
+            let query = self.page_query(&pos);
             let page = self
                 .client
                 .list(&list.path, &query)
                 .await
                 .map_err(|e| self.coupa_err(e))?;
-            report.requests += 1;
+            let mut sh = shared.lock().await;
+            sh.report.requests += 1;
             if page.is_empty() {
                 return Ok(true);
             }
-            let w = state.window.as_mut().expect("window is open");
-            match offset {
-                None => match self.next_last_id(&page, last_id) {
-                    Ok(next) => w.last_id = Some(next),
+            // Only this worker moves this slot's position, so `pos` is
+            // still current (a split may have narrowed `hi`; harmless).
+            match pos.offset {
+                None => match self.next_last_id(&page, pos.last_id) {
+                    Ok(next) => sh.advance(slot, Some(next), None),
                     Err(why) => {
                         warn!(object = %self.plan.name, path = %list.path, problem = %why, "cannot page by id; re-reading this window by offset with overlap");
-                        w.last_id = None;
-                        w.offset = Some(0);
-                        state.offset_paging = true;
+                        sh.advance(slot, None, Some(0));
+                        sh.state.offset_paging = true;
                         self.store
-                            .put_object_state(&self.plan.name, state)
+                            .put_object_state(&self.plan.name, &sh.state)
                             .await
                             .map_err(|e| self.store_err(e))?;
                         continue;
@@ -504,15 +816,26 @@ impl Poller {
                     }
                     previous = Some(ids);
                     let advance = page.len().saturating_sub(OFFSET_OVERLAP).max(1) as u64;
-                    w.offset = Some(k + advance);
+                    sh.advance(slot, None, Some(k + advance));
                 }
             }
+            let Shared {
+                state,
+                report,
+                dense,
+                ..
+            } = &mut *sh;
             report.records += page.len() as u64;
             let (events, seen) = self.detect(&page, &list.origin, report)?;
             self.store
                 .commit_page(&self.plan.name, state, &seen, events)
                 .await
                 .map_err(|e| self.store_err(e))?;
+            if let (Slot::Slice(i), Some(wake)) = (slot, wake) {
+                // A half-full page says the slice holds more: split it.
+                dense[i] = page.len() as u32 * 2 >= self.plan.page_size.min(50);
+                wake.notify_waiters();
+            }
         }
     }
 
@@ -600,9 +923,7 @@ impl Poller {
     async fn page_parents(
         &self,
         parent_object: &str,
-        window: &Window,
-        state: &mut ObjectState,
-        report: &mut PollReport,
+        shared: &tokio::sync::Mutex<Shared>,
         shutdown: &Shutdown,
     ) -> Result<bool, PollError> {
         let parent_path = objects::lookup(parent_object)
@@ -617,14 +938,21 @@ impl Poller {
         let mut queue = std::collections::VecDeque::new();
         let mut visited = 0u32;
         loop {
-            if let Some(pid) = state.window.as_ref().and_then(|w| w.parent) {
+            let (parent, done) = {
+                let mut sh = shared.lock().await;
+                let w = sh.window();
+                (w.parent, w.parents_done)
+            };
+            if let Some(pid) = parent {
                 let path = spec.list_path(Some(&pid.to_string()));
                 let list = ListCursor {
                     origin: self.origin(path.clone()),
                     path,
-                    window,
                 };
-                match self.page_list(&list, state, report, shutdown).await {
+                match self
+                    .page_list(&list, Slot::Whole, shared, shutdown, None)
+                    .await
+                {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
                     // The parent vanished between listing and paging it.
@@ -636,13 +964,15 @@ impl Poller {
                     }
                     Err(e) => return Err(e),
                 }
-                let w = state.window.as_mut().expect("window is open");
+                let mut sh = shared.lock().await;
+                let offset_paging = sh.state.offset_paging;
+                let w = sh.window();
                 w.parents_done = Some(pid);
                 w.parent = queue.pop_front();
                 w.last_id = None;
-                w.offset = state.offset_paging.then_some(0);
+                w.offset = offset_paging.then_some(0);
                 self.store
-                    .put_object_state(&self.plan.name, state)
+                    .put_object_state(&self.plan.name, &sh.state)
                     .await
                     .map_err(|e| self.store_err(e))?;
                 visited += 1;
@@ -651,7 +981,6 @@ impl Poller {
                 }
                 continue;
             }
-            let done = state.window.as_ref().and_then(|w| w.parents_done);
             let mut q = vec![
                 ("order_by".to_string(), "id".to_string()),
                 ("dir".to_string(), "asc".to_string()),
@@ -667,7 +996,8 @@ impl Poller {
                 .list(&parent_path, &q)
                 .await
                 .map_err(|e| self.coupa_err(e))?;
-            report.requests += 1;
+            let mut sh = shared.lock().await;
+            sh.report.requests += 1;
             if parents.is_empty() {
                 return Ok(true);
             }
@@ -677,7 +1007,7 @@ impl Poller {
                     detail: format!("cannot walk the parents at {parent_path}: {why}"),
                 })?;
             queue.extend(parents.iter().filter_map(record::numeric_id));
-            state.window.as_mut().expect("window is open").parent = queue.pop_front();
+            sh.window().parent = queue.pop_front();
         }
     }
 
@@ -690,6 +1020,7 @@ impl Poller {
     ) -> Result<(), PollError> {
         state.hwm = Some(window.hi);
         state.window = None;
+        self.status.lock().expect("status lock").backfill = None;
         self.store
             .put_object_state(&self.plan.name, state)
             .await

@@ -79,6 +79,8 @@ pub struct ObjectView {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub paused: Option<String>,
+    /// A sliced backfill under way: percent done and ETA.
+    pub backfill: Option<crate::poller::BackfillProgress>,
     pub polls: u64,
     pub requests: u64,
     pub records: u64,
@@ -225,6 +227,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             last_success: ts(st.last_success),
             last_error: st.last_error.clone(),
             paused: st.paused.clone(),
+            backfill: st.backfill.clone(),
             polls: st.polls,
             requests: st.totals.requests,
             records: st.totals.records,
@@ -351,7 +354,17 @@ async fn page(State(state): State<ServerState>) -> Html<String> {
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
             o.state,
             esc(&o.name),
-            o.state,
+            match &o.backfill {
+                Some(b) => format!(
+                    "{} · backfill {}%{}",
+                    o.state,
+                    b.percent,
+                    b.eta_seconds
+                        .map(|s| format!(", about {s:.0} s left"))
+                        .unwrap_or_default()
+                ),
+                None => o.state.to_string(),
+            },
             opt(&o.hwm),
             o.lag_seconds.map_or("–".into(), |l| format!("{l:.0} s")),
             opt(&o.last_success),

@@ -65,6 +65,26 @@ pub struct Window {
     /// Offset paging (for servers that ignore `id[gt]`): the next offset.
     #[serde(default)]
     pub offset: Option<u64>,
+    /// Backfill: the window cut into time slices read concurrently, each
+    /// with its own position. Empty: the window is one list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slices: Vec<Slice>,
+}
+
+/// One time slice of a backfill window, `[lo, hi)`, paged on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub lo: DateTime<Utc>,
+    pub hi: DateTime<Utc>,
+    /// Last record id committed (`id[gt]` resumes after it).
+    #[serde(default)]
+    pub last_id: Option<u64>,
+    /// Offset paging: the next offset.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// Read to its end (an empty page).
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// One object's durable polling state.
