@@ -261,8 +261,9 @@ impl Shared {
 
     /// What a free worker does next: take an unclaimed slice, else split
     /// the widest dense slice another worker is paging by id and take its
-    /// upper half, else wait while others page, else stop.
-    fn claim(&mut self, min_split: i64) -> Claim {
+    /// upper half (while there are fewer than `max_slices`), else wait
+    /// while others page, else stop.
+    fn claim(&mut self, min_split: i64, max_slices: usize) -> Claim {
         if self.halt {
             return Claim::Finished;
         }
@@ -276,7 +277,7 @@ impl Shared {
             .filter(open)
             .filter(|&i| self.dense[i] && w.slices[i].offset.is_none())
             .max_by_key(|&i| w.slices[i].hi - w.slices[i].lo);
-        if let Some(i) = widest {
+        if let Some(i) = widest.filter(|_| w.slices.len() < max_slices) {
             let s = &w.slices[i];
             let span = (s.hi - s.lo).num_seconds();
             if span >= 2 * min_split {
@@ -534,9 +535,11 @@ impl Poller {
         // a claim and the wait.
         let wake = tokio::sync::Notify::new();
         let min_split = self.plan.backfill_slice.as_secs().max(1) as i64;
+        // Each slice ends with an empty page: cap what splitting costs.
+        let max_slices = 4 * self.plan.backfill_concurrency as usize;
         let worker = || async {
             loop {
-                let claim = shared.lock().await.claim(min_split);
+                let claim = shared.lock().await.claim(min_split, max_slices);
                 match claim {
                     Claim::Finished => return Ok(true),
                     Claim::Wait => {

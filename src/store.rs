@@ -462,8 +462,10 @@ impl Store {
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(tx_error)?;
-        i.db.flush_async().await?;
+        // Before the await: if this future is dropped mid-flush, the next
+        // commit must still not reuse these sequence numbers.
         i.next_seq.store(next, Ordering::SeqCst);
+        i.db.flush_async().await?;
         i.durable_seq.send_replace(next - 1);
         Ok(())
     }

@@ -484,10 +484,12 @@ pub fn seen_event(e: &serde_json::Value, object: &str) -> Seen {
     }
 }
 
-/// The events in a JSON Lines file (none if it does not exist yet).
+/// The complete events in a JSON Lines file (none if it does not exist
+/// yet); a last line still being written is left for the next read.
 pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect()
