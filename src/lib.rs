@@ -30,6 +30,8 @@
 //!   stop signal passed down to every task.
 //! - [`backoff`]: the one retry delay.
 //! - [`sim`]: the Coupa simulator used by tests, benches and [`demo`].
+//! - [`verify`]: the ground-truth checker — the simulator's versions against
+//!   what a sink received: lost, duplicate and phantom events.
 
 pub mod actions_cli;
 pub mod admin;
@@ -49,6 +51,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod store;
+pub mod verify;
 
 /// The message a panic carried, if it was a string (what `panic!` makes).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {

@@ -1,20 +1,61 @@
 //! `coupa-sim`: runs the Coupa API simulator (`coupa_changefeed::sim`) as a
-//! standalone server for demos and out-of-process tests, until ctrl-c.
-//! Only turns flags into a `SimConfig`; all behaviour lives in the library.
+//! standalone server for demos and out-of-process tests, until ctrl-c; and
+//! `coupa-sim check`, which compares a running simulator's ground truth
+//! with a sink's JSON Lines events (`coupa_changefeed::verify`).
+//! Only turns flags into library calls; all behaviour lives in the library.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use coupa_changefeed::sim::{parse_offset, OAuthClient, SimConfig, Simulator};
+use clap::{Args, Parser, Subcommand};
+use coupa_changefeed::sim::{parse_offset, OAuthClient, SimConfig, Simulator, Version};
+use coupa_changefeed::verify::{self, Received};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "coupa-sim",
-    about = "A Coupa Core REST API simulator (admin endpoints under /_sim/)"
+    about = "A Coupa Core REST API simulator (admin endpoints under /_sim/)",
+    args_conflicts_with_subcommands = true
 )]
-struct Args {
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Compare a running simulator's versions with a sink's events: prints
+    /// a report row and the problems found; exits 0 if clean, 1 if not,
+    /// 2 if it could not check.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+struct CheckArgs {
+    /// The simulator's base URL, e.g. http://127.0.0.1:8081.
+    #[arg(long)]
+    sim: String,
+    /// The events as JSON Lines (what the file sink writes).
+    #[arg(long)]
+    events: PathBuf,
+    /// Objects whose versions count, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    objects: Vec<String>,
+    /// The daemon's poll interval: a superseded version that lived longer
+    /// than twice this must have been received.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    schedule: Duration,
+    /// The scenario name in the report row.
+    #[arg(long, default_value = "check")]
+    scenario: String,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
@@ -59,7 +100,70 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check(c)) => std::process::exit(match check(c).await {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(e) => {
+                eprintln!("coupa-sim check: {e:#}");
+                2
+            }
+        }),
+        None => serve(cli.serve).await,
+    }
+}
+
+/// Runs `verify` and prints the report; `Ok(clean)`.
+async fn check(c: CheckArgs) -> anyhow::Result<bool> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = c.sim.trim_end_matches('/');
+    let mut truth: Vec<Version> = Vec::new();
+    for object in &c.objects {
+        let url = format!("{base}/_sim/versions/{object}");
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!(
+                "GET {url}: {status}: {}",
+                body.chars().take(200).collect::<String>()
+            );
+        }
+        let versions: Vec<Version> = resp
+            .json()
+            .await
+            .with_context(|| format!("GET {url}: not a list of versions"))?;
+        truth.extend(versions);
+    }
+    let text = std::fs::read_to_string(&c.events)
+        .with_context(|| format!("cannot read {}", c.events.display()))?;
+    let mut received = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{}:{}", c.events.display(), n + 1);
+        let ce: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        received.push(Received::from_event(&ce).map_err(|e| anyhow::anyhow!("{}: {e}", at()))?);
+    }
+    let verdict = verify::verify(&truth, &received, c.schedule);
+    println!(
+        "{}\n{}\n\n{verdict}",
+        verify::TABLE_HEADER,
+        verdict.row(&c.scenario)
+    );
+    Ok(verdict.is_clean())
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let utc_offsets = args
         .offsets
         .split(',')
