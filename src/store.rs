@@ -295,6 +295,13 @@ fn seen_key(object: &str, ts: Option<DateTime<Utc>>, id: &str) -> Vec<u8> {
     k
 }
 
+/// Whether a database has no key in any tree.
+fn holds_nothing(db: &sled::Db) -> bool {
+    db.tree_names()
+        .iter()
+        .all(|name| db.open_tree(name).is_ok_and(|t| t.is_empty()))
+}
+
 impl Store {
     /// Opens (or creates) the state dir. A damaged dir, one of another
     /// format version, or one locked by another process is an error, never
@@ -339,7 +346,9 @@ impl Store {
                     found,
                 });
             }
-            None if existed => {
+            // A crash during the very first start can leave sled's files
+            // with nothing in them: nothing to lose, so start it.
+            None if existed && !holds_nothing(&db) => {
                 return Err(StoreError::Damaged {
                     dir: dir.to_path_buf(),
                     detail: "no format_version key".into(),
@@ -935,5 +944,26 @@ mod tests {
             .err()
             .expect("garbage must be refused");
         assert!(matches!(err, StoreError::Damaged { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_empty_database_from_a_crashed_first_start_opens_but_data_without_a_version_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        // Killed after sled created its files, before the version was written.
+        drop(sled::open(dir.path()).unwrap());
+        let s = Store::open(dir.path()).expect("nothing in it: safe to start");
+        drop(s);
+        assert!(Store::open(dir.path()).is_ok(), "and it now has a version");
+
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("objects").unwrap().insert("po", "x").unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(dir.path())
+            .err()
+            .expect("data without a version");
+        assert!(err.to_string().contains("no format_version"), "{err}");
     }
 }

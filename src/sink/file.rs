@@ -43,6 +43,9 @@ pub struct FileSink {
     target: Target,
     /// Reused line buffer: a batch is one write.
     buf: Vec<u8>,
+    /// The file is known to end at a line boundary (set by our own
+    /// complete writes; unknown at start and after a failed write).
+    whole_lines: bool,
 }
 
 impl FileSink {
@@ -66,6 +69,7 @@ impl FileSink {
             name,
             target,
             buf: Vec::new(),
+            whole_lines: false,
         })
     }
 }
@@ -116,6 +120,7 @@ impl FileSink {
             Target::File(path) => {
                 let buf = std::mem::take(&mut self.buf);
                 let path = path.clone();
+                let whole_lines = self.whole_lines;
                 // Blocking file I/O and fsync off the async threads.
                 let (res, buf) = tokio::task::spawn_blocking(move || {
                     let res = std::fs::OpenOptions::new()
@@ -123,6 +128,9 @@ impl FileSink {
                         .append(true)
                         .open(&path)
                         .and_then(|mut f| {
+                            if !whole_lines {
+                                drop_partial_line(&path)?;
+                            }
                             f.write_all(&buf)?;
                             f.sync_data()
                         })
@@ -134,10 +142,43 @@ impl FileSink {
                     SinkError::Transient(format!("sink `{name}`: writer task failed: {e}"))
                 })?;
                 self.buf = buf;
+                self.whole_lines = res.is_ok();
                 res.map_err(|e| SinkError::Transient(format!("sink `{name}`: {e}")))
             }
         }
     }
+}
+
+/// Cuts a last line left unfinished by a killed process or a failed write,
+/// so the next append starts a line of its own. That event was never
+/// acknowledged, so it is written again in full.
+fn drop_partial_line(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    let mut end = len;
+    let mut chunk = vec![0u8; 64 * 1024];
+    // Scan backwards for the last newline.
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let n = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(path = %path.display(), bytes = len - end, "cutting an unfinished last line (a crash mid-write); its event is written again");
+        f.set_len(end)?;
+        f.sync_data()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -164,5 +205,29 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n");
         assert!(FileSink::open("f".into(), "/nonexistent/dir/x.jsonl").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unfinished_last_line_from_a_crash_is_cut_before_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"id\":1}\n{\"id\":2,\"da").unwrap();
+        let mut sink = FileSink::open("file".into(), path.to_str().unwrap()).unwrap();
+        let e = OutboxEntry {
+            object: "po".into(),
+            key: "2".into(),
+            event: b"{\"id\":2}".to_vec(),
+        };
+        assert!(sink.deliver(&[(2, e)]).await.iter().all(|o| o.is_ok()));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"id\":1}\n{\"id\":2}\n");
+        // Only a partial line: the file is emptied before the append.
+        std::fs::write(&path, "{\"id\":9").unwrap();
+        drop_partial_line(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
+        // Whole lines are left alone.
+        std::fs::write(&path, "{}\n").unwrap();
+        drop_partial_line(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}\n");
     }
 }
