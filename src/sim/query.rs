@@ -8,6 +8,7 @@
 //! strings. Like SQL, a missing/null value satisfies no operator but `blank`.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
@@ -238,25 +239,30 @@ impl Query {
         })
     }
 
-    /// Sorts by `order_by` (default `id`), `dir`; ties by ascending id.
-    pub fn sort(&self, hits: &mut [&Map<String, Value>]) {
+    /// Compares by `order_by` (default `id`), `dir`; ties by ascending id.
+    pub fn order(&self, a: &Map<String, Value>, b: &Map<String, Value>) -> Ordering {
         let key = self.order_by.as_deref().unwrap_or("id");
-        let first = |r: &Map<String, Value>, k: &str| field(r, k).cloned();
-        hits.sort_by(|a, b| {
-            let primary = cmp_values(first(a, key).as_ref(), first(b, key).as_ref());
-            let primary = if self.desc {
-                primary.reverse()
-            } else {
-                primary
-            };
-            primary.then_with(|| cmp_values(a.get("id"), b.get("id")))
-        });
+        let primary = cmp_values(field(a, key), field(b, key));
+        let primary = if self.desc {
+            primary.reverse()
+        } else {
+            primary
+        };
+        primary.then_with(|| cmp_values(a.get("id"), b.get("id")))
     }
 
     /// Applies `fields=[...]`; the whole record when absent.
     pub fn project(&self, record: &Map<String, Value>) -> Map<String, Value> {
         match &self.fields {
             Some(spec) => project(record, spec),
+            None => record.clone(),
+        }
+    }
+
+    /// [`Query::project`] without copying a record `fields=` leaves whole.
+    pub fn project_shared(&self, record: &Arc<Map<String, Value>>) -> Arc<Map<String, Value>> {
+        match &self.fields {
+            Some(spec) => Arc::new(project(record, spec)),
             None => record.clone(),
         }
     }

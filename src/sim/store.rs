@@ -386,7 +386,8 @@ impl Store {
 
     /// A list GET, evaluated against the live data at this moment (so
     /// offset paging over a moving set skips records, as on Coupa).
-    pub fn list(&self, spec: &ObjectSpec, parent: Option<u64>, q: &Query) -> Vec<Record> {
+    /// Records are shared, not copied, unless `fields=` projects them.
+    pub fn list(&self, spec: &ObjectSpec, parent: Option<u64>, q: &Query) -> Vec<Arc<Record>> {
         let table = &self.tables[spec.name];
         // Ascending id order is the table's own order: scan from the id
         // floor and stop once the page is full (same result, no full sort).
@@ -395,24 +396,24 @@ impl Store {
                 .range(floor.unwrap_or(0)..)
                 .map(|(_, r)| r)
                 .filter(|r| parent.is_none() || r.parent == parent)
-                .map(|r| &*r.record)
+                .map(|r| &r.record)
                 .filter(|r| q.matches(r))
                 .skip(q.offset)
                 .take(q.limit)
-                .map(|r| q.project(r))
+                .map(|r| q.project_shared(r))
                 .collect();
         }
-        let mut hits: Vec<&Record> = table
+        let mut hits: Vec<&Arc<Record>> = table
             .values()
             .filter(|r| parent.is_none() || r.parent == parent)
-            .map(|r| &*r.record)
+            .map(|r| &r.record)
             .filter(|r| q.matches(r))
             .collect();
-        q.sort(&mut hits);
+        hits.sort_by(|a, b| q.order(a, b));
         hits.into_iter()
             .skip(q.offset)
             .take(q.limit)
-            .map(|r| q.project(r))
+            .map(|r| q.project_shared(r))
             .collect()
     }
 }
