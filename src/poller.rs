@@ -189,6 +189,15 @@ struct Position {
     offset: Option<u64>,
 }
 
+/// A spawned request that stops when its poll stops waiting for it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A free backfill worker's next step.
 enum Claim {
     Slice(usize),
@@ -771,23 +780,26 @@ impl Poller {
         // Offset mode: the previous page's ids, to catch a server that
         // ignores `offset` as well (it would serve the same page forever).
         let mut previous: Option<Vec<Option<String>>> = None;
+        // The next page, requested while the current one was committed.
+        let mut prefetched: Option<(Position, Result<Vec<Record>, CoupaError>)> = None;
         loop {
-            if shutdown.is_shutdown() || !self.room(shutdown).await {
-                return Ok(false);
-            }
-            let pos = {
-                let sh = shared.lock().await;
-                if sh.halt {
-                    return Ok(false);
+            let (pos, fetched) = match prefetched.take() {
+                Some(p) => p,
+                None => {
+                    if shutdown.is_shutdown() || !self.room(shutdown).await {
+                        return Ok(false);
+                    }
+                    let pos = {
+                        let sh = shared.lock().await;
+                        if sh.halt {
+                            return Ok(false);
+                        }
+                        sh.position(slot)
+                    };
+                    (pos, self.fetch(list, &pos).await)
                 }
-                sh.position(slot)
             };
-            let query = self.page_query(&pos);
-            let page = self
-                .client
-                .list(&list.path, &query)
-                .await
-                .map_err(|e| self.coupa_err(e))?;
+            let page = fetched.map_err(|e| self.coupa_err(e))?;
             let mut sh = shared.lock().await;
             sh.report.requests += 1;
             if page.is_empty() {
@@ -822,24 +834,67 @@ impl Poller {
                     sh.advance(slot, None, Some(k + advance));
                 }
             }
-            let Shared {
-                state,
-                report,
-                dense,
-                ..
-            } = &mut *sh;
-            report.records += page.len() as u64;
-            let (events, seen) = self.detect(&page, &list.origin, report)?;
-            self.store
-                .commit_page(&self.plan.name, state, &seen, events)
-                .await
-                .map_err(|e| self.store_err(e))?;
-            if let (Slot::Slice(i), Some(wake)) = (slot, wake) {
-                // A half-full page says the slice holds more: split it.
-                dense[i] = page.len() as u32 * 2 >= self.plan.page_size.min(50);
-                wake.notify_waiters();
+            // The next position is known before this page is stored:
+            // request it while this one is detected and committed, so the
+            // network and the store work at the same time.
+            let next = sh.position(slot);
+            let go_on = !sh.halt && !shutdown.is_shutdown();
+            let commit = async move {
+                let Shared {
+                    state,
+                    report,
+                    dense,
+                    ..
+                } = &mut *sh;
+                report.records += page.len() as u64;
+                let (events, seen) = self.detect(&page, &list.origin, report)?;
+                self.store
+                    .commit_page(&self.plan.name, state, &seen, events)
+                    .await
+                    .map_err(|e| self.store_err(e))?;
+                if let (Slot::Slice(i), Some(wake)) = (slot, wake) {
+                    // A half-full page says the slice holds more: split it.
+                    dense[i] = page.len() as u32 * 2 >= self.plan.page_size.min(50);
+                    wake.notify_waiters();
+                }
+                // Other workers may commit while this one waits for its page.
+                drop(sh);
+                Ok::<(), PollError>(())
+            };
+            if !go_on {
+                commit.await?;
+                continue;
+            }
+            // A task of its own, so parsing the next page runs on another
+            // thread while this one commits.
+            let fetch = async {
+                if !self.room(shutdown).await {
+                    return None;
+                }
+                let client = self.client.clone();
+                let (path, query) = (list.path.clone(), self.page_query(&next));
+                let mut task = AbortOnDrop(tokio::spawn(
+                    async move { client.list(&path, &query).await }
+                        .instrument(tracing::Span::current()),
+                ));
+                Some((&mut task.0).await.unwrap_or_else(|e| {
+                    Err(CoupaError::Invalid(format!(
+                        "page request task failed: {e}"
+                    )))
+                }))
+            };
+            let (committed, fetched) = tokio::join!(commit, fetch);
+            committed?;
+            match fetched {
+                Some(f) => prefetched = Some((next, f)),
+                None => return Ok(false),
             }
         }
+    }
+
+    /// One list request at a position.
+    async fn fetch(&self, list: &ListCursor, pos: &Position) -> Result<Vec<Record>, CoupaError> {
+        self.client.list(&list.path, &self.page_query(pos)).await
     }
 
     /// The page's highest id, which must move past the previous one. Says
