@@ -295,6 +295,24 @@ fn seen_key(object: &str, ts: Option<DateTime<Utc>>, id: &str) -> Vec<u8> {
     k
 }
 
+/// A file beside sled's, written once the format version is stored: a dir
+/// that has it was initialised, so an empty database in it is damage (a
+/// log truncated or replaced), not a first start killed early.
+const MARKER: &str = "coupa-changefeed.format";
+
+/// Writes [`MARKER`] durably (the file, then its directory entry).
+fn write_marker(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(MARKER);
+    std::fs::write(&path, format!("{FORMAT_VERSION}\n"))?;
+    std::fs::File::open(&path)?.sync_all()?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// sled's page cache. Its default (1 GiB) keeps what was written: filling
+/// a million-event outbox took ~900 MiB of RSS; at 16 MiB it takes ~50
+/// and writes no slower (benches/memory.rs).
+const CACHE_BYTES: u64 = 16 << 20;
+
 /// Whether a database has no key in any tree.
 fn holds_nothing(db: &sled::Db) -> bool {
     db.tree_names()
@@ -308,6 +326,7 @@ impl Store {
     /// a silent fresh start.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let existed = dir.join("db").exists() || dir.join("conf").exists();
+        let initialised = dir.join(MARKER).exists();
         if !existed
             && dir.exists()
             && std::fs::read_dir(dir)
@@ -321,7 +340,12 @@ impl Store {
         }
         let path = dir.to_path_buf();
         // sled can panic on a corrupt log (spacejam/sled#1533): contain it.
-        let opened = std::panic::catch_unwind(move || sled::Config::new().path(&path).open());
+        let opened = std::panic::catch_unwind(move || {
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(CACHE_BYTES)
+                .open()
+        });
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(classify_open_error(dir, e)),
@@ -347,17 +371,26 @@ impl Store {
                 });
             }
             // A crash during the very first start can leave sled's files
-            // with nothing in them: nothing to lose, so start it.
-            None if existed && !holds_nothing(&db) => {
+            // with nothing in them: nothing to lose, so start it. Not so
+            // once the dir was initialised (the marker): that is damage.
+            None if existed && (initialised || !holds_nothing(&db)) => {
+                let detail = if holds_nothing(&db) {
+                    format!("no format_version key: the database is empty although `{MARKER}` says it was initialised (a truncated or replaced log?)")
+                } else {
+                    "no format_version key".into()
+                };
                 return Err(StoreError::Damaged {
                     dir: dir.to_path_buf(),
-                    detail: "no format_version key".into(),
-                })
+                    detail,
+                });
             }
             None => {
                 meta.insert("format_version", &FORMAT_VERSION.to_be_bytes())?;
                 db.flush()?;
             }
+        }
+        if !initialised {
+            write_marker(dir).map_err(sled::Error::Io)?;
         }
         let next_seq = meta.get("next_seq")?.and_then(|v| u64_be(&v)).unwrap_or(1);
         let store = Store {
@@ -474,7 +507,7 @@ impl Store {
         // Before the await: if this future is dropped mid-flush, the next
         // commit must still not reuse these sequence numbers.
         i.next_seq.store(next, Ordering::SeqCst);
-        i.db.flush_async().await?;
+        self.durable().await?;
         i.durable_seq.send_replace(next - 1);
         Ok(())
     }
@@ -521,7 +554,7 @@ impl Store {
             }
             None => {
                 self.inner.objects.remove(object)?;
-                self.inner.db.flush_async().await?;
+                self.durable().await?;
             }
         }
         Ok(())
@@ -645,7 +678,7 @@ impl Store {
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(tx_error)?;
-        i.db.flush_async().await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -710,7 +743,7 @@ impl Store {
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(tx_error)?;
-        i.db.flush_async().await?;
+        self.durable().await?;
         // Wake idle sinks (the value is unchanged; receivers still wake).
         i.durable_seq.send_modify(|_| {});
         Ok(picked.len())
@@ -724,7 +757,7 @@ impl Store {
             batch.remove(sink_key(&d.sink, d.seq));
         }
         self.inner.dead.apply_batch(batch)?;
-        self.inner.db.flush_async().await?;
+        self.durable().await?;
         Ok(picked.len())
     }
 
@@ -768,6 +801,21 @@ impl Store {
 
     /// Flushes everything (shutdown).
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.durable().await
+    }
+
+    /// Makes everything written so far durable. sled 0.34's `flush_async`
+    /// runs on its small process-wide IO pool, which must also run the log
+    /// writes the flush waits for: about seven at once (pollers, backfill
+    /// slices, sinks; or several stores in one process) starve it and every
+    /// caller hangs for good (spacejam/sled#1308, fixed after the last
+    /// release). So one flush at a time in the process; a caller that
+    /// waited mostly finds its writes already flushed. (A blocking flush on
+    /// tokio's blocking pool also avoids the hang, but each of its threads
+    /// grows a malloc arena: RSS rose by ~240 MiB draining 1 M events.)
+    async fn durable(&self) -> Result<(), StoreError> {
+        static FLUSHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+        let _one = FLUSHING.acquire().await.expect("never closed");
         self.inner.db.flush_async().await?;
         Ok(())
     }
