@@ -358,6 +358,17 @@ impl Poller {
         self
     }
 
+    /// Whether `pending` more events (a page being committed) keep the
+    /// outbox under its limit. Never waits.
+    fn under_limit(&self, pending: u64) -> bool {
+        let Some(gate) = &self.gate else {
+            return true;
+        };
+        self.store
+            .backlog(&gate.sinks)
+            .map_or(true, |b| b + pending < gate.max_backlog)
+    }
+
     /// Waits while the outbox is over its limit. `false`: shutdown came first.
     async fn room(&self, shutdown: &Shutdown) -> bool {
         let Some(gate) = &self.gate else {
@@ -839,6 +850,9 @@ impl Poller {
             // network and the store work at the same time.
             let next = sh.position(slot);
             let go_on = !sh.halt && !shutdown.is_shutdown();
+            // The prefetch runs while this page commits: near the limit it
+            // waits for the commit, so the pause comes no page late.
+            let committing = page.len() as u64;
             let commit = async move {
                 let Shared {
                     state,
@@ -868,7 +882,7 @@ impl Poller {
             // A task of its own, so parsing the next page runs on another
             // thread while this one commits.
             let fetch = async {
-                if !self.room(shutdown).await {
+                if !self.under_limit(committing) {
                     return None;
                 }
                 let client = self.client.clone();
@@ -885,10 +899,8 @@ impl Poller {
             };
             let (committed, fetched) = tokio::join!(commit, fetch);
             committed?;
-            match fetched {
-                Some(f) => prefetched = Some((next, f)),
-                None => return Ok(false),
-            }
+            // Not fetched: the loop's own check waits for room (or shutdown).
+            prefetched = fetched.map(|f| (next, f));
         }
     }
 
