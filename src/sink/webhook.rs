@@ -227,6 +227,39 @@ fn signing_key(secret: &str) -> Result<HmacSha256, String> {
     Ok(HmacSha256::new_from_slice(&bytes).expect("HMAC takes keys of any length"))
 }
 
+/// The configured values a receiver could quote back: header values, the
+/// URL's query (whole, and each value raw and decoded), its user info and
+/// every secret (whole and its base64 part). Longest first, so a value is
+/// cut whole before a part of it; values under 4 characters are left, or
+/// every `1` of a message would go.
+fn hidden_values(config: &WebhookConfig) -> Vec<String> {
+    let url = &config.url;
+    let mut v: Vec<String> = config.headers.values().cloned().collect();
+    if let Some(q) = url.query() {
+        v.push(q.to_string());
+        for pair in q.split('&') {
+            v.extend(pair.split_once('=').map(|(_, raw)| raw.to_string()));
+        }
+        v.extend(url.query_pairs().map(|(_, value)| value.into_owned()));
+    }
+    v.push(url.username().to_string());
+    v.extend(url.password().map(str::to_string));
+    let secrets: Vec<&SecretString> = match &config.secret {
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(list)) => list.iter().collect(),
+        None => Vec::new(),
+    };
+    for s in secrets {
+        let s = s.expose_secret().trim();
+        v.push(s.to_string());
+        v.extend(s.strip_prefix(SECRET_PREFIX).map(str::to_string));
+    }
+    v.retain(|h| h.chars().count() >= 4);
+    v.sort_by_key(|h| std::cmp::Reverse(h.len()));
+    v.dedup();
+    v
+}
+
 /// `scheme://host[:port]/path`: what logs and errors show of a URL (no
 /// user info, query or fragment).
 fn redacted(url: &Url) -> String {
@@ -271,6 +304,9 @@ pub struct WebhookSink {
     /// A 429's `Retry-After` (capped at `max_backoff`): the next batch
     /// waits until then.
     not_before: Option<Instant>,
+    /// What a receiver's answer may quote back and errors must not show:
+    /// header values, the URL's query and credentials, the secrets.
+    hidden: Vec<String>,
 }
 
 /// How one send ended; `retry_after` only for a 429 that asked for it.
@@ -316,7 +352,18 @@ impl WebhookSink {
                 max_backoff: config.max_backoff,
             },
             not_before: None,
+            hidden: hidden_values(config),
         })
+    }
+
+    /// `text` with every [`WebhookSink::hidden`] value cut out.
+    fn scrub(&self, mut text: String) -> String {
+        for h in &self.hidden {
+            if text.contains(h.as_str()) {
+                text = text.replace(h.as_str(), "[redacted]");
+            }
+        }
+        text
     }
 
     /// Sends one lane's events in order; after the first transient failure
@@ -410,7 +457,8 @@ impl WebhookSink {
         let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
             .then(|| retry_after(response.headers()))
             .flatten();
-        let body = body_prefix(&mut response).await;
+        // Receivers may echo the request (auth header, URL) in errors.
+        let body = self.scrub(body_prefix(&mut response).await);
         let mut message = format!("POST {} answered {status}", self.shown);
         if status.is_redirection() {
             message += " (redirects are not followed: point `url` at the final address)";
