@@ -897,7 +897,10 @@ impl Poller {
                     )))
                 }))
             };
-            let (committed, fetched) = tokio::join!(commit, fetch);
+            // `fetch` first: `join!` polls in order, and the commit runs
+            // synchronously up to its flush, so the other order would send
+            // the request only once the page is nearly stored.
+            let (fetched, committed) = tokio::join!(fetch, commit);
             committed?;
             // Not fetched: the loop's own check waits for room (or shutdown).
             prefetched = fetched.map(|f| (next, f));
