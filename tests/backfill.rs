@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use common::{
-    check, check_exact, outbox, read_jsonl, seen_event, sim_config, wait_for, Daemon, Rig,
-    TestConfig,
+    check, check_exact, crash_poll_after, outbox, read_jsonl, seen_event, sim_config, wait_for,
+    Daemon, Rig, TestConfig,
 };
 use coupa_changefeed::sim::{SimConfig, Simulator};
 use serde_json::json;
@@ -131,21 +131,7 @@ async fn a_crash_mid_backfill_resumes_every_slice_without_repeats() {
     rig.sim.set_clock_offset(chrono::Duration::seconds(5));
     let mut crashed_with_slices = 0;
     for more in [6usize, 9, 12] {
-        let poller = rig.pollers.remove(0);
-        let shutdown = rig.shutdown.clone();
-        let seen = rig.sim.requests().len();
-        let task = tokio::spawn(async move { poller.poll_once(&shutdown).await });
-        let started = std::time::Instant::now();
-        while rig.sim.requests().len() < seen + more && !task.is_finished() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "poll made no progress"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        task.abort();
-        let _ = task.await;
-        rig.reopen();
+        crash_poll_after(&mut rig, more, Duration::from_secs(20)).await;
         let state = rig.store.object_state("purchase_orders").unwrap();
         let window = state.window.expect("a window was open at the crash");
         if window.slices.len() > 1 {

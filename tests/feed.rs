@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::{FixedOffset, SubsecRound};
-use common::{check, check_exact, outbox, sim_config, Rig};
+use common::{check, check_exact, crash_poll_after, outbox, sim_config, Rig};
 use coupa_changefeed::sim::{Fault, FaultRule, RateLimit};
 use serde_json::json;
 
@@ -307,21 +307,7 @@ async fn crash_between_pages_resumes_without_loss_or_duplicates() {
     // Kill the poll after it has sent a few more requests each time: with
     // 15 ms per request that lands between (or inside) page commits.
     for more in [2usize, 2, 3] {
-        let poller = rig.pollers.remove(0);
-        let shutdown = rig.shutdown.clone();
-        let seen = rig.sim.requests().len();
-        let task = tokio::spawn(async move { poller.poll_once(&shutdown).await });
-        let started = std::time::Instant::now();
-        while rig.sim.requests().len() < seen + more && !task.is_finished() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "poll made no progress"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        task.abort();
-        let _ = task.await;
-        rig.reopen();
+        crash_poll_after(&mut rig, more, Duration::from_secs(10)).await;
         let state = rig.store.object_state("purchase_orders").unwrap();
         assert!(state.window.is_some(), "a window was open at the crash");
     }

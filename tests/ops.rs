@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    check_exact, free_port, read_jsonl, seen_event, sigterm, wait_exit, Reap, TestConfig,
+    check_exact, free_port, read_jsonl, seen_event, sigterm, spawn_logged, wait_exit, Reap,
+    TestConfig,
 };
 use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
 use serde_json::json;
@@ -209,26 +210,7 @@ async fn no_secret_reaches_logs_or_endpoints() {
         .raw("[log]\nformat = \"json\"\n[delivery]\nstuck_after = \"1s\"")
         .toml();
     std::fs::write(&config, text).unwrap();
-    let mut daemon = Reap(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Drain the pipes as the daemon writes (debug logs fill a pipe fast).
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let err = drain(Box::new(daemon.0.stderr.take().unwrap()));
-    let out = drain(Box::new(daemon.0.stdout.take().unwrap()));
+    let (mut daemon, err, out) = spawn_logged(&config);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

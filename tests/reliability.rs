@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
-use common::{free_port, read_jsonl, sigterm, wait_exit, wait_for, Daemon, Reap, TestConfig};
+use common::{
+    free_port, read_jsonl, sigterm, spawn_logged, wait_exit, wait_for, Daemon, TestConfig,
+};
 use coupa_changefeed::sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };
@@ -34,7 +35,6 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const LIMIT: Duration = Duration::from_secs(90);
 /// What the generator touches and the daemon polls.
 const OBJECTS: [&str; 3] = ["purchase_orders", "invoices", "suppliers"];
@@ -913,26 +913,7 @@ fn secret_sinks(config: TestConfig, hook_url: &str) -> TestConfig {
 /// Runs the real daemon until `ready(/status)` holds, gathers `/status`,
 /// `/readyz`, `/metrics` and the status page, stops it: (bodies, logs).
 async fn run_daemon(config: &Path, port: u16, ready: impl Fn(&Value) -> bool) -> (String, String) {
-    let mut daemon = Reap(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Drain the pipes as the daemon writes (debug logs fill a pipe fast).
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let err = drain(Box::new(daemon.0.stderr.take().unwrap()));
-    let out = drain(Box::new(daemon.0.stdout.take().unwrap()));
+    let (mut daemon, err, out) = spawn_logged(config);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

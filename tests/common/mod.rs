@@ -561,3 +561,54 @@ pub fn cli(args: &[&str], config: &Path) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Kills one poll of `rig`'s first poller once the simulator has seen
+/// `more` further requests (a crash mid-poll, as far as state goes), then
+/// reopens the store on the same dir. Bounded by `limit`.
+pub async fn crash_poll_after(rig: &mut Rig, more: usize, limit: std::time::Duration) {
+    let poller = rig.pollers.remove(0);
+    let shutdown = rig.shutdown.clone();
+    let seen = rig.sim.requests().len();
+    let task = tokio::spawn(async move { poller.poll_once(&shutdown).await });
+    let started = std::time::Instant::now();
+    while rig.sim.requests().len() < seen + more && !task.is_finished() {
+        assert!(started.elapsed() < limit, "poll made no progress");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    rig.reopen();
+}
+
+/// The real daemon (`run --config`) with debug logs. Its stdout and stderr
+/// are read as it writes (debug logs fill a pipe fast); join the handles
+/// once it has exited.
+pub fn spawn_logged(
+    config: &Path,
+) -> (
+    Reap,
+    std::thread::JoinHandle<String>,
+    std::thread::JoinHandle<String>,
+) {
+    use std::process::{Command, Stdio};
+    let mut daemon = Reap(
+        Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let err = drain(Box::new(daemon.0.stderr.take().unwrap()));
+    let out = drain(Box::new(daemon.0.stdout.take().unwrap()));
+    (daemon, err, out)
+}
