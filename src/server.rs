@@ -97,7 +97,11 @@ pub struct ObjectView {
 pub struct WindowView {
     pub lo: String,
     pub hi: String,
+    /// Where paging resumes (of the one slice, when the window is sliced).
     pub last_id: Option<u64>,
+    /// Backfill slices of the window, and how many are read to the end.
+    pub slices: usize,
+    pub slices_done: usize,
 }
 
 /// One sink as the operator sees it.
@@ -221,7 +225,12 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             window: os.window.map(|w| WindowView {
                 lo: rfc3339(w.lo),
                 hi: rfc3339(w.hi),
-                last_id: w.last_id,
+                last_id: match w.slices.as_slice() {
+                    [one] => one.last_id,
+                    _ => w.last_id,
+                },
+                slices: w.slices.len(),
+                slices_done: w.slices.iter().filter(|s| s.done).count(),
             }),
             last_poll: ts(st.last_poll),
             last_success: ts(st.last_success),

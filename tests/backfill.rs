@@ -194,6 +194,10 @@ async fn backfill_progress_shows_in_status_and_clears_when_done() {
         let s = status().await;
         let b = &s["objects"][0]["backfill"];
         if b["slices"].as_u64().is_some_and(|n| n >= 2) && b["records"].as_u64() > Some(0) {
+            // The open window shows its slices too.
+            let w = &s["objects"][0]["window"];
+            assert!(w["slices"].as_u64() >= Some(2), "{w}");
+            assert!(w["slices_done"].as_u64() <= w["slices"].as_u64(), "{w}");
             seen = Some(b.clone());
             break;
         }
