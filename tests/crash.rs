@@ -12,7 +12,9 @@
 //! Also `coupa-sim check`, the checker as a command.
 //!
 //! `cargo test --test crash -- --nocapture` prints the report rows; set
-//! `CRASH_SEED` to replay another kill schedule.
+//! `CRASH_SEED` to replay another kill schedule, and `CRASH_KILLS` (default
+//! 10) for an opt-in soak: `CRASH_KILLS=200 cargo test --release --test
+//! crash -- --nocapture`.
 
 mod common;
 
@@ -294,6 +296,10 @@ async fn ten_kill_9s_lose_nothing_and_repeat_only_what_was_in_flight() {
         .map(|s| s.parse().expect("CRASH_SEED is a u64"))
         .unwrap_or(DEFAULT_SEED);
     let _seed = SeedOnFailure(seed);
+    let kills_wanted = std::env::var("CRASH_KILLS")
+        .ok()
+        .map(|s| s.parse().expect("CRASH_KILLS is a count"))
+        .unwrap_or(KILLS);
     let mut rng = StdRng::seed_from_u64(seed);
     let began = Instant::now();
     let dir = tempfile::tempdir().unwrap();
@@ -348,7 +354,7 @@ async fn ten_kill_9s_lose_nothing_and_repeat_only_what_was_in_flight() {
     let mut kills: Vec<Kill> = Vec::new();
     let mut torn = Vec::new();
     let mut respawns = 0;
-    while kills.len() < KILLS {
+    while kills.len() < kills_wanted {
         let k = kills.len();
         let mut daemon = spawn_daemon(&config, &daemon_log);
         let life = Duration::from_millis(rng.random_range(RUN_MS));
@@ -454,7 +460,7 @@ async fn ten_kill_9s_lose_nothing_and_repeat_only_what_was_in_flight() {
         })
         .count();
     println!(
-        "\nseed {seed}: {KILLS} kills ({respawns} respawns), {} versions ({long_lived} superseded \
+        "\nseed {seed}: {kills_wanted} kills ({respawns} respawns), {} versions ({long_lived} superseded \
          after > {:?}), {:.1} s",
         truth.len(),
         VERIFY_SCHEDULE * 2,
