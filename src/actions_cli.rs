@@ -442,31 +442,9 @@ async fn execute(cmd: ActionCommand) -> Outcome {
                 )
             }
         },
-        C::IntegrationError { command } => {
-            let LogCommand::Create {
-                data,
-                alert,
-                config,
-            } = command;
-            let rec = read_record(&data)?;
-            print_record(
-                actions(&config)?
-                    .create_integration_error(&rec, alert)
-                    .await?,
-            )
-        }
+        C::IntegrationError { command } => create_log(command, "integration_errors").await,
         C::IntegrationHistory { command } => {
-            let LogCommand::Create {
-                data,
-                alert,
-                config,
-            } = command;
-            let rec = read_record(&data)?;
-            print_record(
-                actions(&config)?
-                    .create_integration_history_record(&rec, alert)
-                    .await?,
-            )
+            create_log(command, "integration_history_records").await
         }
         C::Http {
             method,
@@ -517,6 +495,17 @@ fn read_data(arg: &str) -> Result<Value, Failure> {
     };
     serde_json::from_str(&text)
         .map_err(|e| Failure::invalid(format!("--data ({source}) is not JSON: {e}")))
+}
+
+/// `integration-error|integration-history create`: one record, two objects.
+async fn create_log(command: LogCommand, object: &str) -> Outcome {
+    let LogCommand::Create {
+        data,
+        alert,
+        config,
+    } = command;
+    let rec = read_record(&data)?;
+    print_record(actions(&config)?.create_log(object, &rec, alert).await?)
 }
 
 fn read_record(arg: &str) -> Result<IntegrationRecord, Failure> {

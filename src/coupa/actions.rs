@@ -527,7 +527,9 @@ impl Actions {
         self.client.send(method, path, query, body, policy).await
     }
 
-    async fn create_log(
+    /// `POST /api/<object>[/create_alert]` for the two integration log
+    /// objects (`integration_errors`, `integration_history_records`).
+    pub async fn create_log(
         &self,
         object: &str,
         rec: &IntegrationRecord,
