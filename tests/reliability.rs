@@ -150,6 +150,14 @@ fn truth(sim: &SimHandle, objects: &[&str]) -> Vec<Version> {
     objects.iter().flat_map(|o| sim.versions(o)).collect()
 }
 
+/// Events as a receiver or consumer got them (one CloudEvent per body).
+fn decode<B: AsRef<[u8]>>(bodies: &[B]) -> Vec<Received> {
+    bodies
+        .iter()
+        .map(|b| Received::from_event(&serde_json::from_slice(b.as_ref()).unwrap()).unwrap())
+        .collect()
+}
+
 fn from_jsonl(path: &Path) -> Vec<Received> {
     read_jsonl(path)
         .iter()
@@ -576,12 +584,7 @@ impl Hook {
     }
 
     fn received(&self) -> Vec<Received> {
-        self.bodies
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| Received::from_event(&serde_json::from_slice(b).unwrap()).unwrap())
-            .collect()
+        decode(&self.bodies.lock().unwrap())
     }
 }
 
@@ -762,12 +765,7 @@ impl Consumed {
     }
 
     fn received(&self) -> Vec<Received> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| Received::from_event(&serde_json::from_slice(b).unwrap()).unwrap())
-            .collect()
+        decode(&self.got.lock().unwrap())
     }
 }
 
