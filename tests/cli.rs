@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{sigterm, wait_exit, Reap, TestConfig};
+use common::{sigterm, spawn_run, wait_exit, Reap, TestConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const SIM: &str = env!("CARGO_BIN_EXE_coupa-sim");
@@ -135,14 +135,7 @@ fn run_against_coupa_sim_writes_events_and_state_commands_work() {
         .toml();
     std::fs::write(&config, text).unwrap();
     let run = |expect: usize| {
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut child = Reap(child);
+        let mut child = spawn_run(&config, Stdio::piped());
         let start = Instant::now();
         loop {
             let n = std::fs::read_to_string(&events)

@@ -35,13 +35,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use common::{Reap, TestConfig, API_KEY};
+use common::{spawn_run, Reap, TestConfig, API_KEY};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
 use coupa_changefeed::sim::{Simulator, Version};
 use coupa_changefeed::store::Store;
 use coupa_changefeed::verify::{self, Received};
 
-const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const SIM: &str = env!("CARGO_BIN_EXE_coupa-sim");
 
 /// The kill schedule's seed unless `CRASH_SEED` says otherwise.
@@ -270,15 +269,7 @@ fn spawn_daemon(config: &Path, log: &Path) -> Reap {
         .append(true)
         .open(log)
         .unwrap();
-    Reap(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
+    spawn_run(config, log)
 }
 
 fn log_tail(log: &Path) -> String {

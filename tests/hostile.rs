@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use common::{
-    free_port, read_jsonl, seen_event, sigterm, wait_exit, wait_for, Daemon, Reap, Rig, TestConfig,
+    free_port, read_jsonl, seen_event, sigterm, spawn_run, wait_exit, wait_for, Daemon, Reap, Rig,
+    TestConfig,
 };
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp, rfc3339, Stamp};
@@ -155,15 +156,7 @@ enum Expect {
 /// Runs the daemon until its poller has polled three times successfully
 /// (read from `/status`), then stops it: (exit status ok, log).
 async fn run_until_polled(config: &Path, port: u16) -> (bool, String) {
-    let mut child = Reap(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = spawn_run(config, Stdio::piped());
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/status");
     let deadline = std::time::Instant::now() + LIMIT;
@@ -380,15 +373,7 @@ async fn a_second_daemon_on_the_same_state_dir_refuses() {
         path
     };
     let first_config = write_config("first.toml", &events);
-    let mut first = Reap(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&first_config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut first = spawn_run(&first_config, Stdio::null());
     wait_for("the first daemon delivers", LIMIT, || {
         read_jsonl(&events).len() >= 5
     })

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    check_exact, free_port, read_jsonl, seen_event, sigterm, spawn_logged, wait_exit, Reap,
+    check_exact, free_port, read_jsonl, seen_event, sigterm, spawn_logged, spawn_run, wait_exit,
     TestConfig,
 };
 use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
@@ -111,17 +111,7 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
         .listen(&format!("127.0.0.1:{port}"))
         .toml();
     std::fs::write(&config, text).unwrap();
-    let start = || {
-        Reap(
-            Command::new(BIN)
-                .args(["run", "--config"])
-                .arg(&config)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || spawn_run(&config, Stdio::piped());
     let mut daemon = start();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while read_jsonl(&events).len() < 8 {

@@ -958,17 +958,7 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
         ))
         .toml();
     std::fs::write(&config, text).unwrap();
-    let start = || {
-        common::Reap(
-            std::process::Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
-                .args(["run", "--config"])
-                .arg(&config)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
+    let start = || common::spawn_run(&config, std::process::Stdio::null());
     let mut daemon = start();
     wait_until("some deliveries", 60, || rx.accepted().len() >= 10).await;
     let in_flight = rx.state.in_flight.load(Ordering::SeqCst);
@@ -1035,17 +1025,8 @@ async fn dlq_commands_work_beside_a_running_daemon() {
         .raw(&format!("[api]\ntoken = \"{TOKEN}\""))
         .toml();
     std::fs::write(&config, &text).unwrap();
-    let bin = env!("CARGO_BIN_EXE_coupa-changefeed");
     let cli = |args: &[&str]| common::cli(args, &config);
-    let mut daemon = common::Reap(
-        std::process::Command::new(bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = common::spawn_run(&config, std::process::Stdio::null());
     // The CLI would take the state dir's lock if it came first.
     wait_until("the daemon serves", 30, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -1107,15 +1088,7 @@ async fn a_second_signal_exits_at_once() {
         .raw("[delivery]\nshutdown_timeout = \"300s\"")
         .toml();
     std::fs::write(&config, text).unwrap();
-    let mut daemon = common::Reap(
-        std::process::Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = common::spawn_run(&config, std::process::Stdio::null());
     wait_until("a delivery in flight", 60, || {
         rx.state.in_flight.load(Ordering::SeqCst) > 0
     })

@@ -612,3 +612,17 @@ pub fn spawn_logged(
     let out = drain(Box::new(daemon.0.stdout.take().unwrap()));
     (daemon, err, out)
 }
+
+/// The real daemon (`run --config`), its stdout discarded and its stderr
+/// (the log) going where the test wants it.
+pub fn spawn_run(config: &Path, stderr: impl Into<std::process::Stdio>) -> Reap {
+    Reap(
+        std::process::Command::new(env!("CARGO_BIN_EXE_coupa-changefeed"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap(),
+    )
+}
