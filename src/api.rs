@@ -142,7 +142,8 @@ pub fn http_status(e: &CoupaError) -> StatusCode {
         | CoupaError::Forbidden { .. }
         | CoupaError::Status { .. }
         | CoupaError::Malformed { .. }
-        | CoupaError::Redirect { .. } => StatusCode::BAD_GATEWAY,
+        | CoupaError::Redirect { .. }
+        | CoupaError::Clock(_) => StatusCode::BAD_GATEWAY,
     }
 }
 

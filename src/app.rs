@@ -20,6 +20,11 @@ use crate::shutdown::Shutdown;
 use crate::sink::AnySink;
 use crate::store::Store;
 
+/// How long a stopping poller may take to finish its page (at most
+/// `delivery.shutdown_timeout`): a SIGTERM must beat the supervisor's
+/// kill whatever Coupa is doing.
+const POLLER_GRACE: Duration = Duration::from_secs(5);
+
 /// Live handles of a running daemon, for status and tests.
 #[derive(Clone)]
 pub struct Handles {
@@ -188,8 +193,26 @@ pub async fn run_built(
         .stopping
         .store(true, std::sync::atomic::Ordering::SeqCst);
     info!("shutting down: pollers finish their page");
-    while poll_tasks.join_next().await.is_some() {}
-    if tokio::time::timeout(handles.shutdown_timeout, async {
+    // Sinks are already on their last drain; it ends by this deadline.
+    let deadline = tokio::time::Instant::now() + handles.shutdown_timeout;
+    // A poller may be waiting out Coupa's backoff or a slow response:
+    // give it a bounded grace, then stop it where it waits. Its window is
+    // persisted page by page, so the next start resumes it.
+    let grace = POLLER_GRACE.min(handles.shutdown_timeout);
+    if tokio::time::timeout(grace, async {
+        while poll_tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        warn!(
+            grace_ms = grace.as_millis() as u64,
+            "pollers did not finish their page in time; stopping them (their windows resume on the next start)"
+        );
+        poll_tasks.abort_all();
+        while poll_tasks.join_next().await.is_some() {}
+    }
+    if tokio::time::timeout_at(deadline, async {
         while sink_tasks.join_next().await.is_some() {}
     })
     .await

@@ -118,6 +118,13 @@ pub struct CoupaSettings {
     /// Ceiling of the exponential backoff between attempts.
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// A `Date` further than this from Coupa's tracked clock is ignored
+    /// for poll windows (one bad header must not move them).
+    #[serde(default = "default_max_clock_jump", with = "humantime_serde")]
+    pub max_clock_jump: Duration,
+    /// Readiness fails while Coupa's clock and the host's differ by more.
+    #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
 }
 
 /// `[coupa.oauth]`.
@@ -423,6 +430,12 @@ fn default_max_attempts() -> u32 {
 }
 fn default_max_backoff() -> Duration {
     Duration::from_secs(60)
+}
+fn default_max_clock_jump() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(900)
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from("./data")

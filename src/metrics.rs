@@ -268,6 +268,23 @@ impl Collector for SnapshotCollector {
             counter,
             one(c.token_mints),
         )?;
+        family(
+            &mut e,
+            "coupa_clock_rejected",
+            "Coupa Date headers ignored for jumping beyond coupa.max_clock_jump",
+            counter,
+            one(s.clock.rejected),
+        )?;
+        family(
+            &mut e,
+            "coupa_clock_offset_seconds",
+            "Coupa's clock minus the host's, as the poll windows use it",
+            MetricType::Gauge,
+            s.clock
+                .offset_seconds
+                .map(|o| vec![(Labels::new(), ConstGauge::new(o))])
+                .unwrap_or_default(),
+        )?;
 
         let per_sink =
             |f: fn(&crate::server::SinkView) -> u64| -> Vec<(Labels, ConstCounter<u64>)> {

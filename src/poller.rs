@@ -74,6 +74,7 @@ impl PollError {
                 CoupaError::Transport { .. } => "transport",
                 CoupaError::Malformed { .. } => "malformed",
                 CoupaError::RetriesExhausted { .. } => "retries_exhausted",
+                CoupaError::Clock(_) => "clock",
                 _ => "other",
             },
             PollError::Store { .. } => "store",
@@ -129,6 +130,9 @@ pub struct PollerStatus {
     pub errors: std::collections::BTreeMap<String, u64>,
     /// A sliced backfill under way.
     pub backfill: Option<BackfillProgress>,
+    /// A standing problem a poll cannot fix by itself (a high-water mark
+    /// ahead of Coupa's clock); readiness fails while it holds.
+    pub problem: Option<String>,
 }
 
 /// How far a sliced backfill window is, for logs and `/status`.
@@ -501,9 +505,19 @@ impl Poller {
             .store
             .object_state(&self.plan.name)
             .map_err(|e| self.store_err(e))?;
+        let now = self
+            .client
+            .clock(&self.probe_path())
+            .await
+            .map_err(|e| self.coupa_err(e))?;
+        let settle = chrono::Duration::from_std(self.plan.settle).unwrap_or_default();
+        let hi = (now - settle).trunc_subsecs(0);
+        if !self.check_bounds(&mut state, hi).await? {
+            return Ok(PollReport::default());
+        }
         let window = match state.window.clone() {
             Some(w) => w,
-            None => match self.open_window(&mut state).await? {
+            None => match self.open_window(&mut state, hi).await? {
                 Some(w) => w,
                 None => return Ok(PollReport::default()),
             },
@@ -651,17 +665,63 @@ impl Poller {
         }
     }
 
-    /// Freezes `[max(hwm − lookback, floor), coupa_now − settle)` and
-    /// persists it. `None` when the window would be empty.
-    async fn open_window(&self, state: &mut ObjectState) -> Result<Option<Window>, PollError> {
-        let probe = self.probe_path();
-        let now = self
-            .client
-            .clock(&probe)
-            .await
-            .map_err(|e| self.coupa_err(e))?;
-        let settle = chrono::Duration::from_std(self.plan.settle).unwrap_or_default();
-        let hi = (now - settle).trunc_subsecs(0);
+    /// Bounds stored ahead of Coupa's clock (`hi`: its trusted now −
+    /// settle), left by an older build that trusted one bad `Date`, or by
+    /// a restore. An open window is narrowed to `hi`: safe, since what it
+    /// has not read yet lands in the next window. A high-water mark ahead
+    /// by more than the lookback covers cannot be repaired here (what
+    /// changed since it was set is unknown): it is reported, in the log,
+    /// `/status` and `/readyz`, until `state reset --to` rewinds it.
+    /// `false`: nothing can be polled until then.
+    async fn check_bounds(
+        &self,
+        state: &mut ObjectState,
+        hi: DateTime<Utc>,
+    ) -> Result<bool, PollError> {
+        if let Some(w) = state.window.as_mut().filter(|w| w.hi > hi && w.lo < hi) {
+            warn!(object = %self.plan.name, stored = %record::rfc3339(w.hi), coupa_now = %record::rfc3339(hi), "the open window ends ahead of Coupa's clock; narrowing it (what it leaves out is read by the next window)");
+            w.hi = hi;
+            for sl in &mut w.slices {
+                sl.hi = sl.hi.min(hi);
+                if sl.lo >= sl.hi {
+                    sl.done = true;
+                }
+            }
+            self.store
+                .put_object_state(&self.plan.name, state)
+                .await
+                .map_err(|e| self.store_err(e))?;
+        }
+        let lookback = chrono::Duration::from_std(self.plan.lookback).unwrap_or_default();
+        let tolerance = lookback.min(chrono::Duration::seconds(60));
+        let ahead = state
+            .hwm
+            .filter(|h| *h > hi + tolerance)
+            .or_else(|| state.window.as_ref().map(|w| w.lo).filter(|lo| *lo >= hi));
+        let problem = ahead.map(|at| {
+            format!(
+                "the stored high-water mark {} lies {}s ahead of Coupa's clock ({}): changes before it are not read; rewind with `coupa-changefeed state reset {} --to <time>`",
+                record::rfc3339(at),
+                (at - hi).num_seconds(),
+                record::rfc3339(hi),
+                self.plan.name
+            )
+        });
+        let mut st = self.status.lock().expect("status lock");
+        if problem.is_some() && st.problem != problem {
+            warn!(object = %self.plan.name, problem = problem.as_deref().unwrap_or_default(), "cannot poll");
+        }
+        st.problem = problem;
+        Ok(st.problem.is_none())
+    }
+
+    /// Freezes `[max(hwm − lookback, floor), hi)` (`hi` = Coupa's trusted
+    /// now − settle) and persists it. `None` when the window would be empty.
+    async fn open_window(
+        &self,
+        state: &mut ObjectState,
+        hi: DateTime<Utc>,
+    ) -> Result<Option<Window>, PollError> {
         let first = state.hwm.is_none();
         if first {
             let start = match self.plan.start_from {

@@ -79,6 +79,8 @@ pub struct ObjectView {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub paused: Option<String>,
+    /// A problem polling cannot fix by itself (readiness fails while it holds).
+    pub problem: Option<String>,
     /// A sliced backfill under way: percent done and ETA.
     pub backfill: Option<crate::poller::BackfillProgress>,
     pub polls: u64,
@@ -124,10 +126,19 @@ pub struct SinkView {
 /// Why the daemon is not ready (one per failing part).
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// `daemon`, `store`, `object` or `sink`.
+    /// `daemon`, `store`, `coupa`, `object` or `sink`.
     pub component: &'static str,
     pub name: String,
     pub reason: String,
+}
+
+/// Coupa's clock: the offset from the host's that several `Date` headers
+/// agreed on, and how many headers were ignored for jumping away from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClockView {
+    /// Coupa − host; `None` until trusted.
+    pub offset_seconds: Option<f64>,
+    pub rejected: u64,
 }
 
 /// Everything the views show, taken at once.
@@ -139,6 +150,8 @@ pub struct Snapshot {
     pub objects: Vec<ObjectView>,
     pub sinks: Vec<SinkView>,
     pub coupa: ClientStats,
+    /// Coupa's clock as the poll windows see it.
+    pub clock: ClockView,
     /// Highest committed outbox sequence.
     pub last_seq: u64,
 }
@@ -199,6 +212,13 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
         } else {
             "ok"
         };
+        if let Some(p) = &st.problem {
+            problems.push(Problem {
+                component: "object",
+                name: name.clone(),
+                reason: p.clone(),
+            });
+        }
         if state_name == "behind" {
             let last = st.last_success.map_or("never".to_string(), |t| {
                 format!("{}s ago", since(t, now).as_secs())
@@ -236,6 +256,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             last_success: ts(st.last_success),
             last_error: st.last_error.clone(),
             paused: st.paused.clone(),
+            problem: st.problem.clone(),
             backfill: st.backfill.clone(),
             polls: st.polls,
             requests: st.totals.requests,
@@ -284,6 +305,13 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             last_delivery: ts(st.last_delivery),
         });
     }
+    if let Some(reason) = h.client.clock_problem() {
+        problems.push(Problem {
+            component: "coupa",
+            name: "clock".into(),
+            reason,
+        });
+    }
     Snapshot {
         ready: problems.is_empty(),
         problems,
@@ -291,6 +319,13 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
         objects,
         sinks,
         coupa: h.client.stats(),
+        clock: ClockView {
+            offset_seconds: h
+                .client
+                .clock_offset()
+                .map(|o| o.num_milliseconds() as f64 / 1000.0),
+            rejected: h.client.clock_rejected(),
+        },
         last_seq: h.store.last_seq(),
     }
 }

@@ -224,6 +224,8 @@ fn api_key_settings(base: &Url) -> CoupaSettings {
         timeout: Duration::from_secs(2),
         max_attempts: 4,
         max_backoff: Duration::from_millis(50),
+        max_clock_jump: Duration::from_secs(300),
+        max_clock_skew: Duration::from_secs(900),
     }
 }
 
@@ -447,7 +449,7 @@ async fn retry_after_seconds_is_honoured_by_every_caller() {
         reply(200, "[]"),
     ])
     .await;
-    let c = client(&api_key_settings(&url));
+    let c = client(&patient(&url));
     let started = Instant::now();
     let a = {
         let c = c.clone();
@@ -483,7 +485,7 @@ async fn retry_after_http_date_is_honoured() {
         reply(200, "[]"),
     ])
     .await;
-    let c = client(&api_key_settings(&url));
+    let c = client(&patient(&url));
     let started = Instant::now();
     c.list("/api/a", &[]).await.unwrap();
     // Whole-second dates: somewhere in (1, 2] s.
@@ -493,6 +495,46 @@ async fn retry_after_http_date_is_honoured() {
         started.elapsed()
     );
     assert_eq!(count(&hits), 2);
+}
+
+/// Settings whose backoff ceiling lets a server's `Retry-After` of a few
+/// seconds stand.
+fn patient(url: &Url) -> CoupaSettings {
+    CoupaSettings {
+        max_backoff: Duration::from_secs(5),
+        ..api_key_settings(url)
+    }
+}
+
+#[tokio::test]
+async fn an_absurd_retry_after_is_capped_at_max_backoff() {
+    let (url, hits) = scripted(vec![
+        reply(429, "").header("retry-after", "99999999"),
+        reply(200, "[]"),
+    ])
+    .await;
+    let s = CoupaSettings {
+        max_backoff: Duration::from_millis(300),
+        ..api_key_settings(&url)
+    };
+    let c = client(&s);
+    let started = Instant::now();
+    c.list("/api/a", &[]).await.unwrap();
+    // Before: every request paused for 10 minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(count(&hits), 2);
+    // And the pause it set for everyone is over as well.
+    let started = Instant::now();
+    c.list("/api/b", &[]).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -771,12 +813,13 @@ async fn coupa_now_follows_the_date_header() {
     let t = c.clock("/api/users").await.unwrap();
     let expected = chrono::DateTime::<chrono::Utc>::from(skewed);
     assert!((t - expected).num_seconds().abs() <= 2, "{t} vs {expected}");
-    assert_eq!(count(&hits), 1);
+    // Trusted once three `Date` headers agreed, not on the first.
+    assert_eq!(count(&hits), 3);
     assert_eq!(hits.lock().unwrap()[0].uri, "/api/users?limit=1");
-    // Known now: no second probe, and it advances with the host's elapsed time.
+    // Known now: no further probe, and it advances with the host's elapsed time.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let t2 = c.clock("/api/users").await.unwrap();
-    assert_eq!(count(&hits), 1);
+    assert_eq!(count(&hits), 3);
     assert!(t2 - t >= chrono::Duration::milliseconds(1000), "{t} {t2}");
     assert!((c.coupa_now().unwrap() - expected).num_seconds().abs() <= 3);
 }
@@ -789,13 +832,83 @@ async fn date_is_taken_from_error_responses_too() {
     ])
     .await;
     let c = client(&api_key_settings(&url));
-    assert!(c.get_json("/api/nothing", &[]).await.is_err());
+    for _ in 0..3 {
+        assert!(c.get_json("/api/nothing", &[]).await.is_err());
+    }
     let now = c.coupa_now().unwrap();
     assert!(
         (now - chrono::DateTime::<chrono::Utc>::from(skewed))
             .num_seconds()
             .abs()
             <= 2
+    );
+}
+
+#[tokio::test]
+async fn one_date_a_year_ahead_moves_nothing_and_is_counted() {
+    let now = SystemTime::now();
+    let ahead = now + Duration::from_secs(365 * 86_400);
+    let good = reply(200, "[]").header("date", httpdate::fmt_http_date(now));
+    let (url, _) = scripted(vec![
+        good.clone(),
+        reply(200, "[]").header("date", httpdate::fmt_http_date(ahead)),
+        good.clone(),
+        good.clone(),
+        good.clone(),
+        reply(200, "[]").header("date", httpdate::fmt_http_date(ahead)),
+        good,
+    ])
+    .await;
+    let c = client(&api_key_settings(&url));
+    let t = c.clock("/api/users").await.unwrap();
+    assert!((t - chrono::Utc::now()).num_seconds().abs() <= 3, "{t}");
+    c.get_json("/api/users", &[]).await.unwrap();
+    c.get_json("/api/users", &[]).await.unwrap();
+    let t = c.coupa_now().unwrap();
+    assert!((t - chrono::Utc::now()).num_seconds().abs() <= 3, "{t}");
+    assert_eq!(
+        c.clock_rejected(),
+        1,
+        "the second year-ahead Date is rejected"
+    );
+    assert_eq!(c.clock_problem(), None);
+}
+
+#[tokio::test]
+async fn dates_that_never_agree_fail_the_clock_instead_of_opening_a_window() {
+    let now = SystemTime::now();
+    let replies = (0..10u64)
+        .map(|i| {
+            reply(200, "[]").header(
+                "date",
+                httpdate::fmt_http_date(now + Duration::from_secs(i * 86_400)),
+            )
+        })
+        .collect();
+    let (url, hits) = scripted(replies).await;
+    let c = client(&api_key_settings(&url));
+    let err = c.clock("/api/users").await.unwrap_err();
+    assert_eq!(err.kind(), "clock", "{err}");
+    assert!(err.to_string().contains("disagree"), "{err}");
+    assert_eq!(count(&hits), 6, "a bounded number of probes");
+    assert_eq!(c.coupa_now(), None);
+}
+
+#[tokio::test]
+async fn a_clock_beyond_max_clock_skew_is_a_named_problem() {
+    let skewed = SystemTime::now() + Duration::from_secs(3600);
+    let (url, _) = scripted(vec![
+        reply(200, "[]").header("date", httpdate::fmt_http_date(skewed))
+    ])
+    .await;
+    let c = client(&api_key_settings(&url));
+    c.clock("/api/users").await.unwrap();
+    let p = c
+        .clock_problem()
+        .expect("an hour is beyond the 15m default");
+    assert!(
+        p.contains("ahead of") && p.contains("coupa.max_clock_skew"),
+        "{p}"
     );
 }
 
@@ -1030,5 +1143,6 @@ fn variant(e: &CoupaError) -> &'static str {
         CoupaError::Malformed { .. } => "Malformed",
         CoupaError::Redirect { .. } => "Redirect",
         CoupaError::RetriesExhausted { .. } => "RetriesExhausted",
+        CoupaError::Clock(_) => "Clock",
     }
 }

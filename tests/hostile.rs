@@ -870,3 +870,107 @@ fn random_schedules_of_inserts_and_edits_lose_nothing() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+// ------------------------------------------------------- bounds ahead of Coupa
+
+/// A state dir whose object state is `state` (JSON, so fields added later
+/// keep their defaults).
+async fn stored_state(dir: &Path, object: &str, state: Value) {
+    let store = Store::open(dir).unwrap();
+    let st = serde_json::from_value(state).unwrap();
+    store.put_object_state(object, &st).await.unwrap();
+    store.flush().await.unwrap();
+}
+
+/// A high-water mark a year ahead of Coupa's clock (an older build trusted
+/// one bad `Date`, or a bad restore) cannot be repaired by polling: it is
+/// reported in `/status` and fails `/readyz` with the repair named, never
+/// waited out in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_high_water_mark_ahead_of_coupa_is_reported_not_waited_out() {
+    let sim = common::quiet_sim(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let ahead = rfc3339(Utc::now() + chrono::Duration::days(365));
+    stored_state(
+        &state,
+        "invoices",
+        json!({"hwm": ahead, "floor": "2000-01-01T00:00:00Z", "window": null}),
+    )
+    .await;
+    let cfg = TestConfig::new(&sim.base_url(), &state)
+        .objects(&["invoices"])
+        .listen("127.0.0.1:0");
+    let daemon = Daemon::start(&cfg.settings());
+    let addr = daemon.handles.server_addr.unwrap();
+    let status = daemon.handles.pollers["invoices"].clone();
+    wait_for("the problem reported", LIMIT, || {
+        status.lock().unwrap().problem.is_some()
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.contains("ahead of Coupa's clock") && body.contains("state reset invoices --to"),
+        "{body}"
+    );
+    let st: Value = reqwest::get(format!("http://{addr}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        st["objects"][0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains(&ahead),
+        "{st}"
+    );
+    daemon.stop().await.unwrap();
+}
+
+/// An open window ending a year ahead is narrowed to Coupa's clock (what
+/// it leaves out lands in the next window): its records are delivered and
+/// the high-water mark ends at Coupa's clock, not a year ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_window_ahead_of_coupa_is_narrowed_and_loses_nothing() {
+    let sim = common::quiet_sim(5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let events = dir.path().join("events.jsonl");
+    let lo = rfc3339(Utc::now() - chrono::Duration::days(3650));
+    let hi = rfc3339(Utc::now() + chrono::Duration::days(365));
+    stored_state(
+        &state,
+        "invoices",
+        json!({"hwm": lo, "floor": lo, "window": {"lo": lo, "hi": hi, "last_id": null}}),
+    )
+    .await;
+    let cfg = TestConfig::new(&sim.base_url(), &state)
+        .objects(&["invoices"])
+        .file_sink(&events);
+    let daemon = Daemon::start(&cfg.settings());
+    wait_for("every invoice delivered", LIMIT, || {
+        read_jsonl(&events).len() >= 5
+    })
+    .await;
+    let store = daemon.store().clone();
+    wait_for("a sane high-water mark", LIMIT, || {
+        store.object_states().unwrap().iter().any(|(_, st)| {
+            st.window.is_none()
+                && st
+                    .hwm
+                    .is_some_and(|h| h <= Utc::now() + chrono::Duration::seconds(5))
+        })
+    })
+    .await;
+    daemon.stop().await.unwrap();
+    let got: Vec<Received> = read_jsonl(&events)
+        .iter()
+        .map(|e| Received::from_event(e).unwrap())
+        .collect();
+    let v = verify(&sim.versions("invoices"), &got, Duration::from_secs(2));
+    assert!(v.is_clean(), "{v}");
+}

@@ -169,6 +169,55 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     check_exact(&sim, "purchase_orders", &got);
 }
 
+/// A Coupa answering every request with `429 Retry-After: 99999999`: the
+/// wait is capped at `coupa.max_backoff`, and SIGTERM still exits within
+/// `delivery.shutdown_timeout` + 5 s while the poller waits (it waited for
+/// 10 minutes and a systemd stop ended in SIGKILL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_in_time_while_coupa_says_retry_after_forever() {
+    let sim = Simulator::start(SimConfig {
+        oauth_clients: vec![OAuthClient::with_all_scopes("daemon", SECRET)],
+        initial_records: 3,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.inject(coupa_changefeed::sim::FaultRule::always(
+        coupa_changefeed::sim::Fault::Status {
+            status: 429,
+            retry_after: Some("99999999".into()),
+            body: None,
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .oauth("daemon", SECRET)
+        .coupa("max_backoff = \"60s\"")
+        .objects(&["purchase_orders", "invoices"])
+        .file_sink(&dir.path().join("events.jsonl"))
+        .listen(&format!("127.0.0.1:{}", free_port()))
+        .raw("[delivery]\nshutdown_timeout = \"3s\"\n")
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = spawn_run(&config, Stdio::null());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !sim.requests().iter().any(|r| r.status == 429) {
+        assert!(std::time::Instant::now() < deadline, "no 429 served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    sigterm(&daemon.0);
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(60));
+    let took = started.elapsed();
+    assert!(status.success(), "exit 0 on SIGTERM: {status}");
+    assert!(
+        took < Duration::from_secs(3 + 5),
+        "SIGTERM took {took:?}, beyond shutdown_timeout (3 s) + 5 s"
+    );
+}
+
 /// A run with every kind of secret configured and every sink failing: not
 /// one secret in the logs (debug level), `/status`, `/readyz` or `/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1050,3 +1050,59 @@ async fn wrong_credentials_and_echoing_receivers_leak_no_secret() {
     let (_, out) = common::cli(&["dlq", "list"], &config);
     assert!(out.contains("401"), "dead letters carry the answer: {out}");
 }
+
+// ------------------------------------------ hostile time (issue 12 item 1)
+
+/// A front end stamps every third response's `Date` a year ahead while
+/// records change. The window's upper bound rests on the clock several
+/// `Date` headers agree on, so the rejected ones move nothing: every
+/// version arrives, and no stored bound (high-water mark or open window)
+/// ever lies ahead of the real clock. Before, one such `Date` froze a
+/// window ending a year ahead and the object read nothing for a year.
+async fn date_a_year_ahead() -> (String, Verdict) {
+    let name = "Date a year ahead on every 3rd response".to_string();
+    let mut run = Run::start(common::sim_config(), &OBJECTS, |c| c).await;
+    run.caught_up(&name, SCHEDULE).await;
+    run.sim.inject(FaultRule::always(Fault::SkewDate {
+        seconds: 365 * 86_400,
+        every: 3,
+    }));
+    let store = run.daemon().store().clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut worst: Option<String> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let limit = chrono::Utc::now() + chrono::Duration::seconds(5);
+                for (o, st) in store.object_states().unwrap() {
+                    let bounds = st.hwm.into_iter().chain(st.window.as_ref().map(|w| w.hi));
+                    for b in bounds {
+                        if b > limit && worst.is_none() {
+                            worst = Some(format!("{o}: stored bound {b} ahead of {limit}"));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            worst
+        })
+    };
+    run.changes().await;
+    let rejected = run.daemon().handles.client.clock_rejected();
+    let v = run.finish(&name, SCHEDULE).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = watcher.await.unwrap() {
+        panic!("{name}: {w}");
+    }
+    assert!(
+        rejected > 0,
+        "{name}: the skewed Dates were met and rejected"
+    );
+    (name, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_time_loses_nothing() {
+    report(&[date_a_year_ahead().await]);
+}

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::auth::Auth;
+use super::clock::Clock;
 use super::error::{
     field_errors, snippet, validation_messages, CoupaError, FieldError, MalformedKind,
     TransportKind,
@@ -30,8 +31,9 @@ use crate::config::CoupaSettings;
 const USER_AGENT: &str = concat!("coupa-changefeed/", env!("CARGO_PKG_VERSION"));
 /// First backoff ceiling; doubles per attempt up to `max_backoff`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
-/// A `Retry-After` beyond this is treated as this (a poll should not stall for hours).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Probes (`limit=1` lists) a window may send to learn Coupa's clock
+/// before several `Date` headers agree on it.
+const CLOCK_PROBES: u32 = 6;
 /// Coupa: wait at least 5 s between minting a token and its first use.
 /// Applied before retrying with a token re-minted after a 401, where using
 /// it too early would turn a recoverable expiry into an auth error.
@@ -62,8 +64,12 @@ pub(crate) struct Inner {
     limiter: DefaultDirectRateLimiter,
     /// Set by a 429: the instance's bucket is full, so every caller holds off.
     pause_until: Mutex<Option<Instant>>,
-    /// Latest `Date` header and when it arrived.
-    clock: Mutex<Option<(DateTime<Utc>, std::time::Instant)>>,
+    /// Coupa's clock, from `Date` headers that agree.
+    clock: Clock,
+    /// `Date` headers received (trusted or not).
+    dates: AtomicU64,
+    /// `coupa.max_clock_skew`: readiness fails beyond it.
+    max_clock_skew: Duration,
     /// A response came without a `Date`: fall back to the host clock (warned once).
     no_date: AtomicBool,
     pub(crate) stats: Counters,
@@ -239,7 +245,9 @@ impl CoupaClient {
                 auth,
                 limiter: RateLimiter::direct(Quota::per_second(rps).allow_burst(NonZeroU32::MIN)),
                 pause_until: Mutex::new(None),
-                clock: Mutex::new(None),
+                clock: Clock::new(settings.max_clock_jump),
+                dates: AtomicU64::new(0),
+                max_clock_skew: settings.max_clock_skew,
                 no_date: AtomicBool::new(false),
                 stats: Counters::default(),
                 max_attempts: settings.max_attempts.max(1),
@@ -318,27 +326,65 @@ impl CoupaClient {
         self.inner.send(method, &url, body, policy).await
     }
 
-    /// Coupa's clock: the latest `Date` header plus the time since it arrived.
+    /// Coupa's clock: the host clock plus the offset several `Date`
+    /// headers agreed on (`None` until they have).
     pub fn coupa_now(&self) -> Option<DateTime<Utc>> {
-        let (at, received) = (*lock(&self.inner.clock))?;
-        Some(at + chrono::Duration::from_std(received.elapsed()).unwrap_or_default())
+        self.inner.clock.now()
     }
 
-    /// `coupa_now()`, probing `probe_path?limit=1` when no `Date` is known
-    /// yet; the host clock (warned once) if Coupa sends no `Date` at all.
+    /// Coupa − host, once trusted (metrics, readiness).
+    pub fn clock_offset(&self) -> Option<chrono::Duration> {
+        self.inner.clock.offset()
+    }
+
+    /// `Date` headers ignored because they jumped beyond `coupa.max_clock_jump`.
+    pub fn clock_rejected(&self) -> u64 {
+        self.inner.clock.rejected()
+    }
+
+    /// Why Coupa's clock cannot be squared with the host's, if it cannot:
+    /// they differ by more than `coupa.max_clock_skew`.
+    pub fn clock_problem(&self) -> Option<String> {
+        let off = self.clock_offset()?;
+        let skew = chrono::Duration::from_std(self.inner.max_clock_skew).ok()?;
+        (off.abs() > skew).then(|| {
+            format!(
+                "Coupa's clock is {}s {} the host's (coupa.max_clock_skew = {}); check the host's NTP sync or Coupa's Date headers",
+                off.num_seconds().abs(),
+                if off > chrono::Duration::zero() { "ahead of" } else { "behind" },
+                humantime::format_duration(self.inner.max_clock_skew)
+            )
+        })
+    }
+
+    /// `coupa_now()`, probing `probe_path?limit=1` (a few times at most)
+    /// until several `Date` headers agree; the host clock (warned once)
+    /// if Coupa sends no `Date` at all. Headers that keep disagreeing are
+    /// an error: a window must not rest on one of them.
     pub async fn clock(&self, probe_path: &str) -> Result<DateTime<Utc>, CoupaError> {
         if let Some(t) = self.coupa_now() {
             return Ok(t);
         }
         if !self.inner.no_date.load(Ordering::Relaxed) {
-            let probe = self
-                .get_json(probe_path, &[("limit".into(), "1".into())])
-                .await;
-            if let Some(t) = self.coupa_now() {
-                return Ok(t);
+            for _ in 0..CLOCK_PROBES {
+                let probe = self
+                    .get_json(probe_path, &[("limit".into(), "1".into())])
+                    .await;
+                if let Some(t) = self.coupa_now() {
+                    return Ok(t);
+                }
+                // Nothing answered at all: we learnt nothing about the clock.
+                probe?;
+                if self.inner.dates.load(Ordering::Relaxed) == 0 {
+                    break;
+                }
             }
-            // Nothing answered at all: we learnt nothing about the clock.
-            probe?;
+            if self.inner.dates.load(Ordering::Relaxed) > 0 {
+                return Err(CoupaError::Clock(format!(
+                    "{}: Coupa's Date headers disagree by more than 2 s across {CLOCK_PROBES} responses; no poll window rests on one of them",
+                    display_url(&self.inner.base)
+                )));
+            }
             self.inner.no_date.store(true, Ordering::Relaxed);
             tracing::warn!(
                 base_url = %display_url(&self.inner.base),
@@ -595,7 +641,8 @@ impl Inner {
 
     fn observe_date(&self, headers: &HeaderMap) {
         if let Some(at) = http_date(headers.get(DATE)) {
-            *lock(&self.clock) = Some((at.into(), std::time::Instant::now()));
+            self.dates.fetch_add(1, Ordering::Relaxed);
+            self.clock.observe(at.into(), Utc::now());
         }
     }
 
@@ -693,7 +740,9 @@ pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure 
     };
     Failure {
         err,
-        retry_after: retry_after(&r.headers),
+        // A server's wait is honoured up to our own backoff ceiling: one
+        // absurd `Retry-After` must not pause every request for hours.
+        retry_after: retry_after(&r.headers).map(|d| d.min(inner.max_backoff)),
         stale_token: None,
         before_send: false,
     }
@@ -735,7 +784,8 @@ pub(crate) fn display_url(url: &Url) -> String {
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (measured against the
-/// response's own `Date`, so a skewed host clock does not distort it).
+/// response's own `Date`, so a skewed host clock does not distort it);
+/// the caller caps it at `coupa.max_backoff`.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let d = match v.parse::<u64>() {
@@ -746,7 +796,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             at.duration_since(now).unwrap_or_default()
         }
     };
-    Some(d.min(MAX_RETRY_AFTER))
+    Some(d)
 }
 
 fn http_date(v: Option<&HeaderValue>) -> Option<SystemTime> {

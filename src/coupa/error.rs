@@ -148,6 +148,10 @@ pub enum CoupaError {
         location: String,
     },
 
+    /// Coupa's `Date` headers cannot be trusted for a poll window.
+    #[error("{0}")]
+    Clock(String),
+
     /// Every allowed attempt failed transiently.
     #[error("gave up after {attempts} attempts; last error: {last}")]
     RetriesExhausted {
@@ -192,6 +196,7 @@ impl CoupaError {
             CoupaError::Transport { .. } => "transport",
             CoupaError::Malformed { .. } => "malformed",
             CoupaError::Redirect { .. } => "redirect",
+            CoupaError::Clock(_) => "clock",
             CoupaError::RetriesExhausted { last, .. } => last.kind(),
         }
     }

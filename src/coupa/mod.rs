@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod auth;
 pub mod client;
+pub mod clock;
 pub mod error;
 pub mod objects;
 pub mod record;

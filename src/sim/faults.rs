@@ -46,6 +46,10 @@ pub enum Fault {
     StatusAfterHandling { status: u16 },
     /// 200 and half the body, then the connection drops.
     ResetConnection,
+    /// Answered normally, but every `every`-th matching response carries
+    /// a `Date` this many seconds off the sim clock (records keep the real
+    /// clock): a broken front end's clock.
+    SkewDate { seconds: i64, every: usize },
 }
 
 /// A fault and the requests it applies to.

@@ -65,9 +65,15 @@ fn error(status: StatusCode, key: &str, msg: impl Into<String>) -> Response {
     (status, Json(json!({"errors": {key: [msg.into()]}}))).into_response()
 }
 
+/// Marks a response whose `Date` is skewed ([`Fault::SkewDate`]).
+#[derive(Clone, Copy)]
+struct SkewedDate(i64);
+
 /// Sets `Date` from the sim clock; hyper only adds its own when absent.
 async fn date_header(State(sh): St, mut resp: Response) -> Response {
-    let date = httpdate::fmt_http_date(SystemTime::from(sh.now()));
+    let skew = resp.extensions().get::<SkewedDate>().map_or(0, |s| s.0);
+    let at = sh.now() + chrono::Duration::seconds(skew);
+    let date = httpdate::fmt_http_date(SystemTime::from(at));
     if let Ok(v) = HeaderValue::from_str(&date) {
         resp.headers_mut().insert(header::DATE, v);
     }
@@ -145,6 +151,14 @@ async fn gated(sh: &Shared, mut req: Request, next: Next, path_and_query: &str) 
         Fault::IgnoreParams { names } => {
             req.extensions_mut().insert(Ignore(names));
             next.run(req).await
+        }
+        Fault::SkewDate { seconds, every } => {
+            let n = lock(&sh.requests).len();
+            let mut resp = next.run(req).await;
+            if n % every.max(1) == 0 {
+                resp.extensions_mut().insert(SkewedDate(seconds));
+            }
+            resp
         }
         Fault::HtmlPage => faults::html_page(),
         Fault::StatusAfterHandling { status } => {
