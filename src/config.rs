@@ -120,10 +120,7 @@ pub struct CoupaSettings {
     pub max_backoff: Duration,
     /// Largest response body read (`"32MiB"` or a byte count); beyond it
     /// the request fails rather than the daemon running out of memory.
-    #[serde(
-        default = "default_max_response_bytes",
-        deserialize_with = "byte_size"
-    )]
+    #[serde(default = "default_max_response_bytes", deserialize_with = "byte_size")]
     pub max_response_bytes: u64,
 }
 

@@ -144,7 +144,10 @@ impl PollReport {
 
     /// Records one rejected element.
     fn reject(&mut self, r: Rejected) {
-        *self.rejected.entry(r.reason.as_str().to_string()).or_default() += 1;
+        *self
+            .rejected
+            .entry(r.reason.as_str().to_string())
+            .or_default() += 1;
         self.note_rejects([r]);
     }
 
@@ -948,7 +951,9 @@ impl Poller {
 
     /// One list request at a position.
     async fn fetch(&self, list: &ListCursor, pos: &Position) -> Result<Vec<Listed>, CoupaError> {
-        self.client.list_page(&list.path, &self.page_query(pos)).await
+        self.client
+            .list_page(&list.path, &self.page_query(pos))
+            .await
     }
 
     /// The page's highest id, which must move past the previous one. Says
@@ -966,7 +971,10 @@ impl Poller {
         if usable.is_empty() {
             return Err("no record on the page has a usable `id`".into());
         }
-        let ids: Vec<u64> = usable.iter().filter_map(|r| record::numeric_id(r)).collect();
+        let ids: Vec<u64> = usable
+            .iter()
+            .filter_map(|r| record::numeric_id(r))
+            .collect();
         if ids.len() != usable.len() {
             return Err("records without a numeric `id`".into());
         }

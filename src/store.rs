@@ -307,7 +307,11 @@ pub fn compact_id(id: &str) -> std::borrow::Cow<'_, str> {
     if id.len() <= MAX_STORED_ID_BYTES {
         return id.into();
     }
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(id.as_bytes()))).into()
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    )
+    .into()
 }
 
 /// A file beside sled's, written once the format version is stored: a dir

@@ -292,7 +292,13 @@ impl CoupaClient {
     ) -> Result<Vec<Listed>, CoupaError> {
         let url = self.inner.url(path, query)?;
         self.inner
-            .send(Method::GET, &url, None, RetryPolicy::Read, Inner::parse_list)
+            .send(
+                Method::GET,
+                &url,
+                None,
+                RetryPolicy::Read,
+                Inner::parse_list,
+            )
             .await
     }
 
@@ -554,7 +560,11 @@ impl Inner {
     /// Reads a body chunk by chunk, refusing it (before reading on, so
     /// memory stays bounded) once it would pass `max_body`: by its
     /// `Content-Length` up front, or by the running total.
-    async fn read_body(&self, mut resp: reqwest::Response, shown: &str) -> Result<Vec<u8>, Failure> {
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        shown: &str,
+    ) -> Result<Vec<u8>, Failure> {
         let limit = self.max_body;
         let too_large = |what: String| {
             Failure::from(CoupaError::Malformed {
@@ -674,7 +684,9 @@ impl Inner {
             .enumerate()
             .map(|(i, raw)| match serde_json::from_slice::<Value>(raw) {
                 Ok(Value::Object(m)) => Ok(m),
-                Ok(other) => Err(self.reject(i, raw, RejectReason::NotObject, kind_of(&other).to_string())),
+                Ok(other) => {
+                    Err(self.reject(i, raw, RejectReason::NotObject, kind_of(&other).to_string()))
+                }
                 Err(e) => Err(self.reject(i, raw, RejectReason::Unreadable, e.to_string())),
             })
             .collect())

@@ -215,7 +215,11 @@ mod tests {
             (json!({"id": true}), RejectReason::BadId),
             (json!({"id": [1]}), RejectReason::BadId),
         ] {
-            assert_eq!(id_problem(&rec(v.clone())).map(|p| p.0), Some(reason), "{v}");
+            assert_eq!(
+                id_problem(&rec(v.clone())).map(|p| p.0),
+                Some(reason),
+                "{v}"
+            );
             assert_eq!(id(&rec(v)), None);
         }
         assert_eq!(id_problem(&rec(json!({"id": "A-1"}))), None);
