@@ -224,6 +224,7 @@ fn api_key_settings(base: &Url) -> CoupaSettings {
         timeout: Duration::from_secs(2),
         max_attempts: 4,
         max_backoff: Duration::from_millis(50),
+        max_response_bytes: 32 << 20,
     }
 }
 
