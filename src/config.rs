@@ -125,6 +125,10 @@ pub struct CoupaSettings {
     /// Readiness fails while Coupa's clock and the host's differ by more.
     #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
     pub max_clock_skew: Duration,
+    /// Largest response body read (`"32MiB"` or a byte count); beyond it
+    /// the request fails rather than the daemon running out of memory.
+    #[serde(default = "default_max_response_bytes", deserialize_with = "byte_size")]
+    pub max_response_bytes: u64,
 }
 
 /// `[coupa.oauth]`.
@@ -428,6 +432,55 @@ fn default_timeout() -> Duration {
 fn default_max_attempts() -> u32 {
     8
 }
+fn default_max_response_bytes() -> u64 {
+    32 << 20
+}
+
+/// A byte count: an integer, or a string with an optional unit
+/// (`B`, `KB`/`MB`/`GB` = powers of 1000, `KiB`/`MiB`/`GiB` = of 1024).
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a byte count such as 33554432 or \"32MiB\"")
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::custom(format!("a byte count cannot be negative: {v}")))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+            parse_byte_size(v).ok_or_else(|| {
+                E::custom(format!(
+                    "`{v}` is not a byte count (e.g. 33554432, \"512KiB\", \"32MiB\", \"1GB\")"
+                ))
+            })
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Parses `"32MiB"`, `"100 MB"`, `"4096"`; `None` for anything else or an overflow.
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
 fn default_max_backoff() -> Duration {
     Duration::from_secs(60)
 }

@@ -160,6 +160,21 @@ impl Collector for SnapshotCollector {
                 errors.push((labels, ConstCounter::new(*n)));
             }
         }
+        let mut rejected = Vec::new();
+        for o in &s.objects {
+            for (reason, n) in &o.rejected {
+                let mut labels = l("object", &o.name);
+                labels.push(("reason".into(), reason.clone()));
+                rejected.push((labels, ConstCounter::new(*n)));
+            }
+        }
+        family(
+            &mut e,
+            "records_rejected",
+            "List elements not published (no usable id, unreadable), by reason",
+            counter,
+            rejected,
+        )?;
         family(
             &mut e,
             "poll_errors",

@@ -35,7 +35,7 @@ use crate::config::{ObjectPlan, StartFrom};
 use crate::coupa::client::CoupaClient;
 use crate::coupa::error::CoupaError;
 use crate::coupa::objects;
-use crate::coupa::record::{self, query_time, Record, Stamp};
+use crate::coupa::record::{self, query_time, Listed, Record, Rejected, Stamp};
 use crate::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
 use crate::shutdown::Shutdown;
 use crate::store::{ObjectState, OutboxEntry, SeenEntry, Slice, Store, StoreError, Window};
@@ -83,6 +83,14 @@ impl PollError {
     }
 }
 
+/// What tells two offset pages apart: a record's id, else its content.
+fn page_identity(item: &Listed) -> Option<String> {
+    match item {
+        Ok(r) => record::id(r).or_else(|| Some(hex::encode(content_hash(&canonical_json(r))))),
+        Err(r) => Some(r.excerpt.clone()),
+    }
+}
+
 /// Records each offset-mode page re-reads from the previous one.
 pub const OFFSET_OVERLAP: usize = 10;
 
@@ -99,6 +107,10 @@ pub struct PollReport {
     pub repeats: u64,
     /// Records without a readable `updated-at` (published with a warning).
     pub undated: u64,
+    /// Elements not published (no usable id, unreadable): counts by reason.
+    pub rejected: std::collections::BTreeMap<String, u64>,
+    /// The latest of them, at most [`RECENT_REJECTS`].
+    pub recent_rejects: Vec<Rejected>,
     /// Whether the window completed and the high-water mark moved.
     pub window_complete: bool,
 }
@@ -112,7 +124,37 @@ impl PollReport {
         self.events += other.events;
         self.repeats += other.repeats;
         self.undated += other.undated;
+        for (reason, n) in &other.rejected {
+            *self.rejected.entry(reason.clone()).or_default() += n;
+        }
+        self.note_rejects(other.recent_rejects.iter().cloned());
         self.window_complete = other.window_complete;
+    }
+}
+
+/// Rejected elements each object keeps for `/status`.
+pub const RECENT_REJECTS: usize = 5;
+
+impl PollReport {
+    /// Keeps the latest [`RECENT_REJECTS`] rejected elements.
+    fn note_rejects(&mut self, new: impl IntoIterator<Item = Rejected>) {
+        self.recent_rejects.extend(new);
+        let extra = self.recent_rejects.len().saturating_sub(RECENT_REJECTS);
+        self.recent_rejects.drain(..extra);
+    }
+
+    /// Records one rejected element.
+    fn reject(&mut self, r: Rejected) {
+        *self
+            .rejected
+            .entry(r.reason.as_str().to_string())
+            .or_default() += 1;
+        self.note_rejects([r]);
+    }
+
+    /// Elements rejected, all reasons.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
     }
 }
 
@@ -852,7 +894,7 @@ impl Poller {
         // ignores `offset` as well (it would serve the same page forever).
         let mut previous: Option<Vec<Option<String>>> = None;
         // The next page, requested while the current one was committed.
-        let mut prefetched: Option<(Position, Result<Vec<Record>, CoupaError>)> = None;
+        let mut prefetched: Option<(Position, Result<Vec<Listed>, CoupaError>)> = None;
         loop {
             let (pos, fetched) = match prefetched.take() {
                 Some(p) => p,
@@ -893,7 +935,7 @@ impl Poller {
                     }
                 },
                 Some(k) => {
-                    let ids: Vec<Option<String>> = page.iter().map(record::id).collect();
+                    let ids: Vec<Option<String>> = page.iter().map(page_identity).collect();
                     if k > 0 && previous.as_ref() == Some(&ids) {
                         return Err(PollError::Protocol {
                             object: self.plan.name.clone(),
@@ -948,7 +990,7 @@ impl Poller {
                 let client = self.client.clone();
                 let (path, query) = (list.path.clone(), self.page_query(&next));
                 let mut task = AbortOnDrop(tokio::spawn(
-                    async move { client.list(&path, &query).await }
+                    async move { client.list_page(&path, &query).await }
                         .instrument(tracing::Span::current()),
                 ));
                 Some((&mut task.0).await.unwrap_or_else(|e| {
@@ -968,17 +1010,32 @@ impl Poller {
     }
 
     /// One list request at a position.
-    async fn fetch(&self, list: &ListCursor, pos: &Position) -> Result<Vec<Record>, CoupaError> {
-        self.client.list(&list.path, &self.page_query(pos)).await
+    async fn fetch(&self, list: &ListCursor, pos: &Position) -> Result<Vec<Listed>, CoupaError> {
+        self.client
+            .list_page(&list.path, &self.page_query(pos))
+            .await
     }
 
     /// The page's highest id, which must move past the previous one. Says
     /// why not when the page shows the server ignores `id[gt]` or the id
     /// order, or has records without numeric ids: paging on would loop
-    /// forever or skip records.
-    fn next_last_id(&self, page: &[Record], prev: Option<u64>) -> Result<u64, String> {
-        let ids: Vec<u64> = page.iter().filter_map(record::numeric_id).collect();
-        if ids.len() != page.len() {
+    /// forever or skip records. Rejected elements (no usable id,
+    /// unreadable) are never published, so they neither move nor block
+    /// the position; a page of nothing else cannot be paged by id.
+    fn next_last_id(&self, page: &[Listed], prev: Option<u64>) -> Result<u64, String> {
+        let usable: Vec<&Record> = page
+            .iter()
+            .filter_map(|e| e.as_ref().ok())
+            .filter(|r| record::id_problem(r).is_none())
+            .collect();
+        if usable.is_empty() {
+            return Err("no record on the page has a usable `id`".into());
+        }
+        let ids: Vec<u64> = usable
+            .iter()
+            .filter_map(|r| record::numeric_id(r))
+            .collect();
+        if ids.len() != usable.len() {
             return Err("records without a numeric `id`".into());
         }
         // Equal neighbours (a row served twice) are harmless: detection
@@ -986,7 +1043,7 @@ impl Poller {
         if ids.windows(2).any(|w| w[0] > w[1]) {
             return Err("ids not ascending: `order_by=id&dir=asc` is ignored".into());
         }
-        let max = *ids.last().expect("page is not empty");
+        let max = *ids.last().expect("usable is not empty");
         match prev {
             Some(p) if max <= p => Err(format!(
                 "the `id[gt]` filter is ignored (page ends at id {max}, not after {p})"
@@ -998,7 +1055,7 @@ impl Poller {
     /// Turns a page into new events and seen-set entries.
     fn detect(
         &self,
-        page: &[Record],
+        page: &[Listed],
         origin: &Origin,
         report: &mut PollReport,
     ) -> Result<(Vec<OutboxEntry>, Vec<SeenEntry>), PollError> {
@@ -1006,7 +1063,29 @@ impl Poller {
         let mut seen = Vec::new();
         // The same version twice in one page must still be one event.
         let mut in_page: HashMap<(Option<DateTime<Utc>>, String), [u8; 32]> = HashMap::new();
-        for rec in page {
+        for item in page {
+            // Without a usable id there is no subject, key or seen-set
+            // slot: count, log and list it instead of publishing it.
+            let rejected = match item {
+                Ok(rec) => record::id_problem(rec).map(|(reason, detail)| Rejected {
+                    reason,
+                    detail,
+                    updated_at: record::field(rec, "updated-at").map(|v| match v {
+                        serde_json::Value::String(s) => self.client.redact(s),
+                        other => self.client.redact(&other.to_string()),
+                    }),
+                    excerpt: self
+                        .client
+                        .redact(&crate::coupa::error::snippet(&canonical_json(rec))),
+                }),
+                Err(r) => Some(r.clone()),
+            };
+            if let Some(r) = rejected {
+                warn!(object = %self.plan.name, reason = r.reason.as_str(), detail = %r.detail, updated_at = ?r.updated_at, excerpt = %r.excerpt, "record rejected: not published");
+                report.reject(r);
+                continue;
+            }
+            let Ok(rec) = item else { continue };
             let id = record::id(rec).unwrap_or_default();
             let updated_at = match record::stamp(rec, "updated-at") {
                 Stamp::At(t) => Some(t),
@@ -1126,7 +1205,7 @@ impl Poller {
             }
             let parents = self
                 .client
-                .list(&parent_path, &q)
+                .list_page(&parent_path, &q)
                 .await
                 .map_err(|e| self.coupa_err(e))?;
             let mut sh = shared.lock().await;
@@ -1139,7 +1218,12 @@ impl Poller {
                     object: self.plan.name.clone(),
                     detail: format!("cannot walk the parents at {parent_path}: {why}"),
                 })?;
-            queue.extend(parents.iter().filter_map(record::numeric_id));
+            queue.extend(
+                parents
+                    .iter()
+                    .filter_map(|e| e.as_ref().ok())
+                    .filter_map(record::numeric_id),
+            );
             sh.window().parent = queue.pop_front();
         }
     }

@@ -89,6 +89,10 @@ pub struct ObjectView {
     pub events: u64,
     pub repeats: u64,
     pub undated: u64,
+    /// Elements not published (no usable id, unreadable), by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// The latest of them (a few), with `updated-at` and an excerpt.
+    pub recent_rejects: Vec<crate::coupa::record::Rejected>,
     /// Failed polls by kind.
     pub errors: BTreeMap<String, u64>,
     #[serde(skip)]
@@ -264,6 +268,8 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             events: st.totals.events,
             repeats: st.totals.repeats,
             undated: st.totals.undated,
+            rejected: st.totals.rejected.clone(),
+            recent_rejects: st.totals.recent_rejects.clone(),
             errors: st.errors.clone(),
             last_success_at: st.last_success,
         });

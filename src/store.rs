@@ -122,10 +122,10 @@ impl OutboxEntry {
     /// `u16 len | object | u16 len | key | event`: no parse on the hot path.
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(4 + self.object.len() + self.key.len() + self.event.len());
-        for part in [self.object.as_bytes(), self.key.as_bytes()] {
-            let len = u16::try_from(part.len()).expect("object names and ids are short");
-            v.extend_from_slice(&len.to_be_bytes());
-            v.extend_from_slice(part);
+        for part in [compact_id(&self.object), compact_id(&self.key)] {
+            // `compact_id` keeps every part far below u16::MAX.
+            v.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            v.extend_from_slice(part.as_bytes());
         }
         v.extend_from_slice(&self.event);
         v
@@ -291,8 +291,27 @@ fn split_sink_key(k: &[u8]) -> Option<(String, u64)> {
 fn seen_key(object: &str, ts: Option<DateTime<Utc>>, id: &str) -> Vec<u8> {
     let mut k = seen_prefix(object);
     k.extend_from_slice(&ts_key(ts));
-    k.extend_from_slice(id.as_bytes());
+    k.extend_from_slice(compact_id(id).as_bytes());
     k
+}
+
+/// Ids longer than this are stored (seen-set, outbox key, hence the Kafka
+/// key) as `sha256:<hex>` of the id; events still carry the id itself.
+/// Part of the on-disk format, so not configurable.
+pub const MAX_STORED_ID_BYTES: usize = 512;
+
+/// An id as the store keys it: itself, or its hash past
+/// [`MAX_STORED_ID_BYTES`] (Coupa once sent a 70,000-character id).
+pub fn compact_id(id: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::Digest;
+    if id.len() <= MAX_STORED_ID_BYTES {
+        return id.into();
+    }
+    format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(id.as_bytes()))
+    )
+    .into()
 }
 
 /// A file beside sled's, written once the format version is stored: a dir
@@ -856,6 +875,33 @@ mod tests {
             key: n.to_string(),
             event: format!("{{\"n\":{n}}}").into_bytes(),
         }
+    }
+
+    #[tokio::test]
+    async fn ids_of_any_length_are_stored_and_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let t = Utc::now();
+        let long = "7".repeat(70_000);
+        let longer = format!("{long}8");
+        let entry = OutboxEntry {
+            object: "po".into(),
+            key: long.clone(),
+            event: b"{}".to_vec(),
+        };
+        let seen = [SeenEntry {
+            updated_at: Some(t),
+            id: long.clone(),
+            hash: [1; 32],
+        }];
+        s.commit_page("po", &ObjectState::default(), &seen, vec![entry])
+            .await
+            .unwrap();
+        assert_eq!(s.seen("po", Some(t), &long).unwrap(), Some([1; 32]));
+        assert_eq!(s.seen("po", Some(t), &longer).unwrap(), None);
+        let key = &s.outbox_after(0, 10).unwrap()[0].1.key;
+        assert_eq!(key, &*compact_id(&long));
+        assert!(key.len() < 100 && key.starts_with("sha256:"));
     }
 
     #[tokio::test]

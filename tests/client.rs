@@ -226,6 +226,7 @@ fn api_key_settings(base: &Url) -> CoupaSettings {
         max_backoff: Duration::from_millis(50),
         max_clock_jump: Duration::from_secs(300),
         max_clock_skew: Duration::from_secs(900),
+        max_response_bytes: 32 << 20,
     }
 }
 

@@ -436,6 +436,10 @@ struct Script {
     /// order; after them `[]`. Other requests (the clock probe) get `[]`.
     pages: std::collections::VecDeque<Vec<u8>>,
     content_type: &'static str,
+    /// Send page bodies in 8 KiB chunks without a `Content-Length`.
+    chunked: bool,
+    /// Every request's `path?query`, in order.
+    log: Vec<String>,
 }
 
 /// A Coupa stand-in on 127.0.0.1 serving `script`; returns its base URL.
@@ -444,6 +448,7 @@ async fn scripted_server(script: Arc<Mutex<Script>>) -> String {
         let script = script.clone();
         async move {
             let mut s = script.lock().unwrap();
+            s.log.push(uri.to_string());
             let page = uri.query().unwrap_or("").contains("updated_at");
             let body = match page {
                 true => s.pages.pop_front(),
@@ -454,10 +459,15 @@ async fn scripted_server(script: Arc<Mutex<Script>>) -> String {
             } else {
                 s.content_type
             };
-            (
-                [(axum::http::header::CONTENT_TYPE, ct)],
-                body.unwrap_or_else(|| b"[]".to_vec()),
-            )
+            let body = body.unwrap_or_else(|| b"[]".to_vec());
+            let body = if s.chunked {
+                let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                    body.chunks(8192).map(|c| Ok(c.to_vec())).collect();
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            } else {
+                axum::body::Body::from(body)
+            };
+            ([(axum::http::header::CONTENT_TYPE, ct)], body)
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -716,7 +726,7 @@ fn the_poller_turns_hostile_records_into_valid_events_or_a_clear_error() {
             let served: Vec<&Map<String, Value>> = pages.iter().flatten().collect();
             match outcome {
                 Ok(r) => {
-                    prop_assert_eq!(r.events + r.repeats, r.records);
+                    prop_assert_eq!(r.events + r.repeats + r.rejected_total(), r.records);
                     prop_assert!(r.undated <= r.records);
                     let events = store.outbox_after(0, usize::MAX).unwrap();
                     prop_assert_eq!(events.len() as u64, r.events);
@@ -725,7 +735,12 @@ fn the_poller_turns_hostile_records_into_valid_events_or_a_clear_error() {
                         prop_assert_eq!(&ce["specversion"], "1.0");
                         let id = ce["id"].as_str().unwrap_or("");
                         prop_assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
-                        prop_assert_eq!(ce["subject"].as_str(), Some(e.key.as_str()));
+                        let subject = ce["subject"].as_str().unwrap_or("");
+                        prop_assert!(!subject.is_empty(), "CloudEvents forbid an empty subject");
+                        prop_assert_eq!(
+                            &*coupa_changefeed::store::compact_id(subject),
+                            e.key.as_str()
+                        );
                         let ty = ce["type"].as_str().unwrap_or("");
                         prop_assert!(
                             ty == "coupa.purchase_order.created"
@@ -973,4 +988,247 @@ async fn an_open_window_ahead_of_coupa_is_narrowed_and_loses_nothing() {
         .collect();
     let v = verify(&sim.versions("invoices"), &got, Duration::from_secs(2));
     assert!(v.is_clean(), "{v}");
+}
+
+// ------------------------------------------------- hostile records (issue 12)
+
+/// Named so `tests/reliability-report` can run just these (`records::`).
+mod records {
+    use super::*;
+
+    /// One poll of `purchase_orders` against `pages` (raw bodies, served in
+    /// order for page requests, then `[]`), on a fresh store.
+    fn poll_pages(
+        pages: Vec<Vec<u8>>,
+        coupa: &str,
+    ) -> (
+        Result<coupa_changefeed::poller::PollReport, coupa_changefeed::poller::PollError>,
+        Vec<coupa_changefeed::store::OutboxEntry>,
+        Vec<String>,
+    ) {
+        let rt = runtime();
+        let script = Arc::new(Mutex::new(Script {
+            pages: pages.into(),
+            ..Script::default()
+        }));
+        let base = rt.block_on(scripted_server(script.clone()));
+        let settings = TestConfig::new(&base, Path::new("/nonexistent/state"))
+            .objects(&["purchase_orders"])
+            .coupa(&format!(
+                "max_attempts = 1\nrequests_per_second = 10000\n{coupa}"
+            ))
+            .settings();
+        let plan = settings.plans().unwrap().remove(0);
+        let client = CoupaClient::new(&settings.coupa).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (_trigger, stop) = shutdown::channel();
+        let poller = Poller::new(plan, client, store.clone());
+        let outcome = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), poller.poll_once(&stop))
+                .await
+                .expect("the poll ends")
+        });
+        let events = store
+            .outbox_after(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        let log = script.lock().unwrap().log.clone();
+        (outcome, events, log)
+    }
+
+    fn subjects(events: &[coupa_changefeed::store::OutboxEntry]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e.event_json()["subject"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    const STAMP: &str = "2026-11-30T10:15:02Z";
+
+    /// Checks the published subjects against the usable records served
+    /// (`want`) and prints the reliability-report row.
+    fn row(scenario: &str, want: &[&str], events: &[coupa_changefeed::store::OutboxEntry]) {
+        let got = subjects(events);
+        let lost = want.iter().filter(|w| !got.iter().any(|g| g == *w)).count();
+        let phantom = got.iter().filter(|g| !want.contains(&g.as_str())).count();
+        let mut unique = got.clone();
+        unique.sort();
+        unique.dedup();
+        let duplicates = got.len() - unique.len();
+        println!(
+            "| {scenario} | {} | {lost} | {duplicates} | {phantom} |",
+            got.len()
+        );
+        assert_eq!((lost, duplicates, phantom), (0, 0, 0), "{got:?}");
+    }
+
+    /// Item 2: a 70,000-character id once panicked the store (u16 key
+    /// length) and so the daemon, on every restart. It is published with the
+    /// exact id as subject, keyed by its hash, and the poll goes on.
+    #[test]
+    fn a_70000_character_id_is_published_exactly() {
+        let long = "9".repeat(70_000);
+        let page = format!(
+            r#"[{{"id":1,"updated-at":"{STAMP}"}},{{"id":"{long}","updated-at":"{STAMP}"}},{{"id":3,"updated-at":"{STAMP}"}}]"#
+        );
+        // A string id cannot be paged by `id[gt]`: the window is re-read by
+        // offset, so the page is served twice.
+        let (outcome, events, _) = poll_pages(vec![page.clone().into(), page.into()], "");
+        let report = outcome.expect("the poll succeeds");
+        assert!(report.window_complete);
+        assert_eq!(subjects(&events), ["1", long.as_str(), "3"]);
+        let key = &events[1].key;
+        assert!(key.starts_with("sha256:") && key.len() < 100, "{key}");
+        assert_eq!(report.rejected_total(), 0);
+        row(
+            "record with a 70,000-character id",
+            &["1", &long, "3"],
+            &events,
+        );
+    }
+
+    /// Item 3: ids above u64 keep every digit (they used to become the same
+    /// float), and a record without a usable id is rejected, counted and
+    /// listed, never published with an empty subject.
+    #[test]
+    fn ids_keep_every_digit_and_idless_records_are_rejected_not_published() {
+        let page = format!(
+            r#"[{{"id":18446744073709551616,"updated-at":"{STAMP}","total":0.10000000000000000001}},
+            {{"id":18446744073709551617,"updated-at":"{STAMP}","total":1e400}},
+            {{"updated-at":"2026-11-30T09:00:00Z","number":"PO-9"}},
+            {{"id":"","updated-at":"{STAMP}"}}]"#
+        );
+        let (outcome, events, _) = poll_pages(vec![page.clone().into(), page.into()], "");
+        let report = outcome.expect("the poll succeeds");
+        assert!(report.window_complete);
+        assert_eq!(
+            subjects(&events),
+            ["18446744073709551616", "18446744073709551617"]
+        );
+        let data: Vec<String> = events
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.event).into_owned())
+            .collect();
+        assert!(
+            data[0].contains(r#""total":0.10000000000000000001"#),
+            "{}",
+            data[0]
+        );
+        // Out of f64's range, still the same number (serde_json writes `1e+400`).
+        assert!(data[1].contains(r#""total":1e+400"#), "{}", data[1]);
+        // Ids above u64 cannot be paged by `id[gt]`: the first read only
+        // switches to offset paging; the second is detected.
+        assert_eq!(report.rejected.get("no_id"), Some(&1));
+        assert_eq!(report.rejected.get("bad_id"), Some(&1));
+        let r = &report.recent_rejects[0];
+        assert_eq!(r.updated_at.as_deref(), Some("2026-11-30T09:00:00Z"));
+        assert!(r.excerpt.contains("PO-9"), "{}", r.excerpt);
+        row(
+            "ids above u64, records without a usable id (rejected)",
+            &["18446744073709551616", "18446744073709551617"],
+            &events,
+        );
+    }
+
+    /// Item 4: one unreadable record (bad UTF-8, a non-object) used to fail
+    /// its page on every poll. It is rejected in its place; the rest of the
+    /// page is published, and `id[gt]` paging moves past it (no offset mode,
+    /// nothing skipped), also when the rejected element ends the page.
+    #[test]
+    fn one_unreadable_record_is_rejected_and_the_page_and_paging_go_on() {
+        let page1 = [
+            format!(
+                r#"[{{"id":1,"updated-at":"{STAMP}"}},{{"id":2,"updated-at":"{STAMP}","name":""#
+            )
+            .into_bytes(),
+            vec![0xff, 0xfe],
+            format!(r#""}},7,{{"id":3,"updated-at":"{STAMP}"}},{{"updated-at":"{STAMP}"}}]"#)
+                .into_bytes(),
+        ]
+        .concat();
+        let page2 = format!(r#"[{{"id":4,"updated-at":"{STAMP}"}}]"#).into_bytes();
+        let (outcome, events, log) = poll_pages(vec![page1, page2], "");
+        let report = outcome.expect("the poll succeeds");
+        assert!(report.window_complete);
+        assert_eq!(subjects(&events), ["1", "3", "4"]);
+        assert_eq!(report.rejected.get("unreadable"), Some(&1));
+        assert_eq!(report.rejected.get("not_object"), Some(&1));
+        assert_eq!(report.rejected.get("no_id"), Some(&1));
+        let r = report
+            .recent_rejects
+            .iter()
+            .find(|r| r.reason.as_str() == "unreadable")
+            .unwrap();
+        assert_eq!(r.updated_at.as_deref(), Some(STAMP));
+        let pages: Vec<&String> = log.iter().filter(|q| q.contains("updated_at")).collect();
+        assert_eq!(pages.len(), 3, "{pages:?}");
+        assert!(
+            pages[1].contains("id%5Bgt%5D=3") && !pages[1].contains("offset"),
+            "{}",
+            pages[1]
+        );
+        assert!(pages[2].contains("id%5Bgt%5D=4"), "{}", pages[2]);
+        row(
+            "unreadable records inside a page (rejected)",
+            &["1", "3", "4"],
+            &events,
+        );
+    }
+
+    /// Item 5: a response body over `coupa.max_response_bytes` is refused
+    /// while it streams (with or without a `Content-Length`), naming the URL
+    /// and the limit; the window stays open and nothing is published.
+    #[test]
+    fn a_body_over_max_response_bytes_is_refused_naming_url_and_limit() {
+        let big = format!(
+            "[{}]",
+            vec![
+                format!(
+                    r#"{{"id":1,"updated-at":"{STAMP}","pad":"{}"}}"#,
+                    "x".repeat(1000)
+                );
+                200
+            ]
+            .join(",")
+        );
+        for chunked in [false, true] {
+            let rt = runtime();
+            let script = Arc::new(Mutex::new(Script {
+                pages: [big.clone().into_bytes()].into(),
+                chunked,
+                ..Script::default()
+            }));
+            let base = rt.block_on(scripted_server(script.clone()));
+            let settings = TestConfig::new(&base, Path::new("/nonexistent/state"))
+                .objects(&["purchase_orders"])
+                .coupa("max_attempts = 3\nmax_response_bytes = \"64KiB\"")
+                .settings();
+            assert_eq!(settings.coupa.max_response_bytes, 65536);
+            let client = CoupaClient::new(&settings.coupa).unwrap();
+            let query = vec![("updated_at[gt]".to_string(), "x".to_string())];
+            let err = rt
+                .block_on(client.list_page("/api/purchase_orders", &query))
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("/api/purchase_orders")
+                    && text.contains("max_response_bytes = 65536"),
+                "chunked={chunked}: {text}"
+            );
+            assert!(!err.is_transient(), "not retried at once: {text}");
+            assert_eq!(client.stats().requests, 1, "{text}");
+        }
+        // The default is 32 MiB, and a body under the limit is read.
+        let (outcome, events, _) =
+            poll_pages(vec![big.into_bytes()], "max_response_bytes = 300000");
+        assert!(outcome.unwrap().window_complete);
+        assert_eq!(events.len(), 1);
+        let defaults = TestConfig::new("http://127.0.0.1:1", Path::new("/x"))
+            .objects(&["purchase_orders"])
+            .settings();
+        assert_eq!(defaults.coupa.max_response_bytes, 32 << 20);
+    }
 }

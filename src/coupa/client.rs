@@ -25,7 +25,7 @@ use super::error::{
     field_errors, snippet, validation_messages, CoupaError, FieldError, MalformedKind,
     TransportKind,
 };
-use super::record::Record;
+use super::record::{self, Listed, Record, RejectReason, Rejected};
 use crate::config::CoupaSettings;
 
 const USER_AGENT: &str = concat!("coupa-changefeed/", env!("CARGO_PKG_VERSION"));
@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     max_backoff: Duration,
     /// Per-request timeout (named in timeout errors).
     timeout: Duration,
+    /// `coupa.max_response_bytes`: a longer body is refused while it streams.
+    max_body: u64,
 }
 
 /// Counters behind [`ClientStats`].
@@ -253,6 +255,7 @@ impl CoupaClient {
                 max_attempts: settings.max_attempts.max(1),
                 max_backoff: settings.max_backoff,
                 timeout: settings.timeout,
+                max_body: settings.max_response_bytes,
             }),
         })
     }
@@ -262,38 +265,55 @@ impl CoupaClient {
         &self.inner.base
     }
 
-    /// GET a list endpoint; the body must be a bare JSON array of objects.
+    /// GET a list endpoint; the body must be a bare JSON array of objects,
+    /// every one readable (see [`CoupaClient::list_page`] for the tolerant form).
     pub async fn list(
         &self,
         path: &str,
         query: &[(String, String)],
     ) -> Result<Vec<Record>, CoupaError> {
-        let value = self
-            .send(Method::GET, path, query, None, RetryPolicy::Read)
-            .await?;
-        let url = display_url(&self.inner.url(path, query)?);
-        let wrong = |detail: String| CoupaError::Malformed {
-            url: url.clone(),
-            kind: MalformedKind::WrongShape,
-            detail,
-        };
-        let Value::Array(items) = value else {
-            return Err(wrong(format!(
-                "expected a JSON array of records, got {}",
-                kind_of(&value)
-            )));
-        };
-        items
+        let url = self.inner.url(path, query)?;
+        let shown = display_url(&url);
+        self.list_page(path, query)
+            .await?
             .into_iter()
             .enumerate()
-            .map(|(i, v)| match v {
-                Value::Object(m) => Ok(m),
-                other => Err(wrong(format!(
-                    "element {i} is {}, not a record object",
-                    kind_of(&other)
-                ))),
+            .map(|(i, item)| {
+                item.map_err(|r| CoupaError::Malformed {
+                    url: shown.clone(),
+                    kind: MalformedKind::WrongShape,
+                    detail: format!("element {i} is {}", r.detail),
+                })
             })
             .collect()
+    }
+
+    /// GET a list endpoint, element by element: the body must be a JSON
+    /// array (else the whole page is an error), but an element that is not
+    /// a readable object (bad UTF-8, an unreadable number, not an object)
+    /// comes back as a [`Rejected`] in its place, so one bad record cannot
+    /// stall a page on every poll.
+    pub async fn list_page(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+    ) -> Result<Vec<Listed>, CoupaError> {
+        let url = self.inner.url(path, query)?;
+        self.inner
+            .send(
+                Method::GET,
+                &url,
+                None,
+                RetryPolicy::Read,
+                Inner::parse_list,
+            )
+            .await
+    }
+
+    /// `text` with the credentials this client holds masked (for logs of
+    /// what Coupa sent).
+    pub fn redact(&self, text: &str) -> String {
+        self.inner.auth.redact(text)
     }
 
     /// The request latency histograms (shared with every clone).
@@ -323,7 +343,9 @@ impl CoupaClient {
         policy: RetryPolicy,
     ) -> Result<Value, CoupaError> {
         let url = self.inner.url(path, query)?;
-        self.inner.send(method, &url, body, policy).await
+        self.inner
+            .send(method, &url, body, policy, Inner::parse_value)
+            .await
     }
 
     /// Coupa's clock: the host clock plus the offset several `Date`
@@ -425,13 +447,14 @@ impl Inner {
 
     /// One call with retries (`body` is sent as JSON; `policy` decides
     /// which failures repeat; a 401 on a token re-mints and retries once).
-    async fn send(
+    async fn send<T>(
         &self,
         method: Method,
         url: &Url,
         body: Option<&Value>,
         policy: RetryPolicy,
-    ) -> Result<Value, CoupaError> {
+        parse: fn(&Inner, &Method, &str, &Received) -> Result<T, CoupaError>,
+    ) -> Result<T, CoupaError> {
         let shown = display_url(url);
         let mut budget = self.max_attempts;
         let mut attempts = 0;
@@ -439,7 +462,11 @@ impl Inner {
         let mut settle_fresh = false;
         loop {
             attempts += 1;
-            let f = match self.attempt(&method, url, &shown, body, settle_fresh).await {
+            let f = match self
+                .attempt(&method, url, &shown, body, settle_fresh)
+                .await
+                .and_then(|r| parse(self, &method, &shown, &r).map_err(Failure::from))
+            {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
@@ -485,7 +512,7 @@ impl Inner {
         }
     }
 
-    /// One attempt: credential, request, response mapped to JSON or a failure.
+    /// One attempt: credential, request, a success response or a failure.
     async fn attempt(
         &self,
         method: &Method,
@@ -493,7 +520,7 @@ impl Inner {
         shown: &str,
         body: Option<&Value>,
         settle_fresh: bool,
-    ) -> Result<Value, Failure> {
+    ) -> Result<Received, Failure> {
         let cred = self.auth.credential(self).await.map_err(|mut f| {
             f.before_send = true;
             f
@@ -510,12 +537,7 @@ impl Inner {
         }
         let r = self.exchange(req, shown, true).await?;
         if r.status.is_success() {
-            // A write may answer with no body (`return_object=none`); a
-            // read never legitimately does.
-            if *method != Method::GET && r.body.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Value::Null);
-            }
-            return self.parse_json(shown, &r).map_err(Failure::from);
+            return Ok(r);
         }
         let mut f = status_error(self, shown, &r);
         if r.status == StatusCode::UNAUTHORIZED {
@@ -561,15 +583,13 @@ impl Inner {
         if track_clock {
             self.observe_date(&headers);
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| {
+        let body = self.read_body(resp, shown).await.map_err(|f| {
+            if matches!(f.err, CoupaError::Transport { .. }) {
                 self.stats.transport_errors.inc();
                 observe("transport_error");
-                Failure::from(self.transport(shown, &e, true))
-            })?
-            .to_vec();
+            }
+            f
+        })?;
         observe(match status.as_u16() {
             200..=299 => "2xx",
             300..=399 => "3xx",
@@ -581,6 +601,44 @@ impl Inner {
             headers,
             body,
         })
+    }
+
+    /// Reads a body chunk by chunk, refusing it (before reading on, so
+    /// memory stays bounded) once it would pass `max_body`: by its
+    /// `Content-Length` up front, or by the running total.
+    async fn read_body(
+        &self,
+        mut resp: reqwest::Response,
+        shown: &str,
+    ) -> Result<Vec<u8>, Failure> {
+        let limit = self.max_body;
+        let too_large = |what: String| {
+            Failure::from(CoupaError::Malformed {
+                url: shown.to_string(),
+                kind: MalformedKind::TooLarge,
+                detail: format!("{what}, over coupa.max_response_bytes = {limit} bytes"),
+            })
+        };
+        let declared = resp.content_length();
+        if let Some(n) = declared.filter(|n| *n > limit) {
+            return Err(too_large(format!("Content-Length is {n} bytes")));
+        }
+        // Trust a declared length only as far as the limit.
+        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| Failure::from(self.transport(shown, &e, true)))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large(format!(
+                    "the body passed {} bytes",
+                    body.len() + chunk.len()
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// Waits for any 429 pause and then for the rate limiter.
@@ -643,6 +701,53 @@ impl Inner {
         if let Some(at) = http_date(headers.get(DATE)) {
             self.dates.fetch_add(1, Ordering::Relaxed);
             self.clock.observe(at.into(), Utc::now());
+        }
+    }
+
+    /// A success body as JSON. A write may answer with no body
+    /// (`return_object=none`); a read never legitimately does.
+    fn parse_value(&self, method: &Method, shown: &str, r: &Received) -> Result<Value, CoupaError> {
+        if *method != Method::GET && r.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        self.parse_json(shown, r)
+    }
+
+    /// A list body, element by element ([`split_array`]): a body that is
+    /// not one whole JSON array fails as [`Inner::parse_json`] says; an
+    /// element that does not parse to an object is rejected in its place.
+    fn parse_list(&self, _: &Method, shown: &str, r: &Received) -> Result<Vec<Listed>, CoupaError> {
+        let Some(elements) = split_array(&r.body) else {
+            // Not an array: say why as a whole-body parse would.
+            let value = self.parse_json(shown, r)?;
+            return Err(CoupaError::Malformed {
+                url: shown.to_string(),
+                kind: MalformedKind::WrongShape,
+                detail: format!("expected a JSON array of records, got {}", kind_of(&value)),
+            });
+        };
+        Ok(elements
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| match serde_json::from_slice::<Value>(raw) {
+                Ok(Value::Object(m)) => Ok(m),
+                Ok(other) => {
+                    Err(self.reject(i, raw, RejectReason::NotObject, kind_of(&other).to_string()))
+                }
+                Err(e) => Err(self.reject(i, raw, RejectReason::Unreadable, e.to_string())),
+            })
+            .collect())
+    }
+
+    /// A list element that is no record: what the logs and `/status` show.
+    fn reject(&self, index: usize, raw: &[u8], reason: RejectReason, detail: String) -> Rejected {
+        Rejected {
+            reason,
+            detail: format!("element {index}: {detail}"),
+            updated_at: record::raw_field(raw, "updated-at")
+                .or_else(|| record::raw_field(raw, "updated_at"))
+                .map(|s| self.auth.redact(&s)),
+            excerpt: self.auth.redact(&snippet(raw)),
         }
     }
 
@@ -821,6 +926,57 @@ fn error_chain(e: &reqwest::Error) -> String {
         cur = err.source();
     }
     parts.join(": ")
+}
+
+/// The raw elements of a JSON array, split without parsing them (strings
+/// and nesting tracked, nothing validated), so each can be parsed on its
+/// own. `None` unless the body is one array closed at the end: a body cut
+/// short fails as a whole, never as a page missing its tail.
+pub(crate) fn split_array(body: &[u8]) -> Option<Vec<&[u8]>> {
+    let ws = |b: &u8| b.is_ascii_whitespace();
+    let start = body.iter().position(|b| !ws(b))?;
+    if body[start] != b'[' {
+        return None;
+    }
+    let mut elements = Vec::new();
+    let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
+    let mut from = start + 1;
+    for i in start + 1..body.len() {
+        let b = body[i];
+        if in_str {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'{' | b'[' => depth += 1,
+            b'}' => depth = depth.saturating_sub(1),
+            b']' if depth > 0 => depth -= 1,
+            b',' | b']' if depth == 0 => {
+                let el = body[from..i].trim_ascii();
+                let last = b == b']';
+                if el.is_empty() {
+                    // `[]` is an empty page; `[,` or `[1,]` is no array.
+                    if !(last && elements.is_empty()) {
+                        return None;
+                    }
+                } else {
+                    elements.push(el);
+                }
+                if last {
+                    return body[i + 1..].iter().all(ws).then_some(elements);
+                }
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn kind_of(v: &Value) -> &'static str {

@@ -41,6 +41,9 @@ pub enum MalformedKind {
     /// Valid JSON of the wrong shape (an object where a list was expected):
     /// a retry returns the same, so permanent.
     WrongShape,
+    /// Longer than `coupa.max_response_bytes`; not read on, not retried
+    /// at once (the next poll tries again).
+    TooLarge,
 }
 
 impl std::fmt::Display for MalformedKind {
@@ -49,6 +52,7 @@ impl std::fmt::Display for MalformedKind {
             MalformedKind::BadJson => "invalid JSON",
             MalformedKind::NotJson => "not JSON",
             MalformedKind::WrongShape => "unexpected JSON shape",
+            MalformedKind::TooLarge => "response too large",
         })
     }
 }
@@ -173,7 +177,9 @@ impl CoupaError {
     pub fn is_transient(&self) -> bool {
         match self {
             CoupaError::Transport { .. } => true,
-            CoupaError::Malformed { kind, .. } => *kind != MalformedKind::WrongShape,
+            CoupaError::Malformed { kind, .. } => {
+                !matches!(kind, MalformedKind::WrongShape | MalformedKind::TooLarge)
+            }
             CoupaError::Status { status, .. } => matches!(status, 408 | 429 | 500..=599),
             CoupaError::RetriesExhausted { last, .. } => last.is_transient(),
             _ => false,
