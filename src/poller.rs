@@ -82,8 +82,18 @@ impl PollError {
     }
 }
 
-/// Records each offset-mode page re-reads from the previous one.
-pub const OFFSET_OVERLAP: usize = 10;
+/// What one offset-mode page means for the paging position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OffsetStep {
+    /// The page continues what was read: commit it, then request `next`
+    /// (the offset of its last record, the next anchor) unless `end`.
+    Read { max_id: u64, next: u64, end: bool },
+    /// Records left the window before this offset, so the page may start
+    /// past unread ones: request `retry` (smaller) instead, commit nothing.
+    Shifted { retry: u64 },
+    /// Nothing at offset 0: the window holds nothing more.
+    End,
+}
 
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -695,8 +705,10 @@ impl Poller {
             last_id: None,
             parents_done: None,
             parent: None,
-            offset: state.offset_paging.then_some(0),
-            slices: self.slices(lo, hi, state.offset_paging),
+            // Every window probes `id[gt]` first, even after a fallback:
+            // one request shows whether the server honours it again.
+            offset: None,
+            slices: self.slices(lo, hi),
         };
         state.window = Some(window.clone());
         self.store
@@ -710,7 +722,7 @@ impl Poller {
     /// wide starts as one slice that free workers split once its pages
     /// come back full, so a sparse window still costs one request and a
     /// dense one spreads over every worker. Empty: one plain list.
-    fn slices(&self, lo: DateTime<Utc>, hi: DateTime<Utc>, offset_paging: bool) -> Vec<Slice> {
+    fn slices(&self, lo: DateTime<Utc>, hi: DateTime<Utc>) -> Vec<Slice> {
         let min = self.plan.backfill_slice.as_secs().max(1) as i64;
         let nested = self.plan.spec.and_then(|s| s.parent).is_some();
         if self.plan.backfill_concurrency < 2 || nested || (hi - lo).num_seconds() < 2 * min {
@@ -720,7 +732,7 @@ impl Poller {
             lo,
             hi,
             last_id: None,
-            offset: offset_paging.then_some(0),
+            offset: None,
             done: false,
         }]
     }
@@ -770,16 +782,16 @@ impl Poller {
         q
     }
 
-    /// Pages one list of the window from its persisted position until an
-    /// empty page. Returns `false` if it stopped early for shutdown.
+    /// Pages one list of the window from its persisted position to its
+    /// end. Returns `false` if it stopped early for shutdown.
     ///
-    /// Paging is by `id[gt]`. A server that ignores `id[gt]` or the id
-    /// order (or sends non-numeric ids) cannot be paged that way; rather
-    /// than stop the object, the window restarts in offset paging with an
-    /// overlap of [`OFFSET_OVERLAP`] records between pages, so up to that
-    /// many records leaving the window between two requests shift nothing
-    /// past us (repeats from the overlap are dropped by the seen-set). The
-    /// object stays in offset mode, with a warning.
+    /// Paging is by `id[gt]` and ends on an empty page. A server that
+    /// ignores `id[gt]` (or sends records without numeric ids) cannot be
+    /// paged that way; rather than stop the object, the window restarts in
+    /// offset paging ([`Poller::offset_step`]), which cannot skip a record
+    /// however many leave the window between two requests. The object is
+    /// marked as offset-paged (logged once), but every new window probes
+    /// `id[gt]` again and returns to it once the server honours it.
     async fn page_list(
         &self,
         list: &ListCursor,
@@ -790,7 +802,12 @@ impl Poller {
     ) -> Result<bool, PollError> {
         // Offset mode: the previous page's ids, to catch a server that
         // ignores `offset` as well (it would serve the same page forever).
-        let mut previous: Option<Vec<Option<String>>> = None;
+        let mut previous: Option<Vec<u64>> = None;
+        // Offset mode: requests in a row that found the window shifted.
+        let mut misses = 0u32;
+        // This call read a page by id: an empty page after it shows the
+        // server honours `id[gt]` (one ignoring it repeats that page).
+        let mut paged_by_id = false;
         // The next page, requested while the current one was committed.
         let mut prefetched: Option<(Position, Result<Vec<Record>, CoupaError>)> = None;
         loop {
@@ -813,16 +830,32 @@ impl Poller {
             let page = fetched.map_err(|e| self.coupa_err(e))?;
             let mut sh = shared.lock().await;
             sh.report.requests += 1;
-            if page.is_empty() {
-                return Ok(true);
-            }
-            // Only this worker moves this slot's position, so `pos` is
-            // still current (a split may have narrowed `hi`; harmless).
+            // An offset page that proves the end of the list.
+            let mut last = false;
             match pos.offset {
+                None if page.is_empty() => {
+                    // `id[gt]` was sent and honoured: the server pages by id.
+                    if paged_by_id && sh.state.offset_paging {
+                        info!(object = %self.plan.name, path = %list.path, "the server honours `id[gt]` again; back to paging by id");
+                        sh.state.offset_paging = false;
+                        self.store
+                            .put_object_state(&self.plan.name, &sh.state)
+                            .await
+                            .map_err(|e| self.store_err(e))?;
+                    }
+                    return Ok(true);
+                }
                 None => match self.next_last_id(&page, pos.last_id) {
-                    Ok(next) => sh.advance(slot, Some(next), None),
+                    Ok(next) => {
+                        paged_by_id = true;
+                        sh.advance(slot, Some(next), None)
+                    }
                     Err(why) => {
-                        warn!(object = %self.plan.name, path = %list.path, problem = %why, "cannot page by id; re-reading this window by offset with overlap");
+                        if sh.state.offset_paging {
+                            debug!(object = %self.plan.name, path = %list.path, problem = %why, "`id[gt]` still ignored; paging this window by offset");
+                        } else {
+                            warn!(object = %self.plan.name, path = %list.path, problem = %why, "cannot page by id; re-reading this window by offset (each new window probes `id[gt]` again)");
+                        }
                         sh.advance(slot, None, Some(0));
                         sh.state.offset_paging = true;
                         self.store
@@ -833,23 +866,42 @@ impl Poller {
                     }
                 },
                 Some(k) => {
-                    let ids: Vec<Option<String>> = page.iter().map(record::id).collect();
-                    if k > 0 && previous.as_ref() == Some(&ids) {
-                        return Err(PollError::Protocol {
+                    let step = self
+                        .offset_step(&page, k, pos.last_id, misses)
+                        .map_err(|why| PollError::Protocol {
                             object: self.plan.name.clone(),
-                            detail: format!("{} ignores both `id[gt]` and `offset` (the same page at offset {k}); cannot page it", list.path),
-                        });
+                            detail: format!("{} cannot be paged by offset: {why}", list.path),
+                        })?;
+                    match step {
+                        OffsetStep::Shifted { retry } => {
+                            misses += 1;
+                            debug!(object = %self.plan.name, path = %list.path, offset = k, retry, "records left the window before this offset; re-reading from a smaller one");
+                            sh.advance(slot, pos.last_id, Some(retry));
+                            continue;
+                        }
+                        OffsetStep::End => return Ok(true),
+                        OffsetStep::Read { max_id, next, end } => {
+                            let ids: Vec<u64> =
+                                page.iter().filter_map(record::numeric_id).collect();
+                            if k > 0 && previous.as_ref() == Some(&ids) {
+                                return Err(PollError::Protocol {
+                                    object: self.plan.name.clone(),
+                                    detail: format!("{} ignores both `id[gt]` and `offset` (the same page at offset {k}); cannot page it", list.path),
+                                });
+                            }
+                            previous = Some(ids);
+                            misses = 0;
+                            last = end;
+                            sh.advance(slot, Some(max_id), Some(next));
+                        }
                     }
-                    previous = Some(ids);
-                    let advance = page.len().saturating_sub(OFFSET_OVERLAP).max(1) as u64;
-                    sh.advance(slot, None, Some(k + advance));
                 }
             }
             // The next position is known before this page is stored:
             // request it while this one is detected and committed, so the
             // network and the store work at the same time.
             let next = sh.position(slot);
-            let go_on = !sh.halt && !shutdown.is_shutdown();
+            let go_on = !sh.halt && !shutdown.is_shutdown() && !last;
             // The prefetch runs while this page commits: near the limit it
             // waits for the commit, so the pause comes no page late.
             let committing = page.len() as u64;
@@ -877,6 +929,9 @@ impl Poller {
             };
             if !go_on {
                 commit.await?;
+                if last {
+                    return Ok(true);
+                }
                 continue;
             }
             // A task of its own, so parsing the next page runs on another
@@ -905,6 +960,56 @@ impl Poller {
             // Not fetched: the loop's own check waits for room (or shutdown).
             prefetched = fetched.map(|f| (next, f));
         }
+    }
+
+    /// Judges an offset-mode page at offset `k`, where every record with
+    /// an id up to `read` (the highest id read so far) is already read.
+    ///
+    /// Why this cannot skip: the window's set only shrinks while it is
+    /// paged (an edit moves a record's `updated-at` to or past `hi`), which
+    /// shifts later records to smaller offsets by an amount we cannot see.
+    /// So no offset is trusted by arithmetic: each request goes to the
+    /// offset of the last record read (the anchor), and a page counts only
+    /// if it starts at an id we have already read (or at offset 0). One
+    /// response is one ordered snapshot, so everything after its first
+    /// record is contiguous: every record with an id above `read` up to
+    /// the page's last id is in it. A page that starts above `read`, or an
+    /// empty one past offset 0, may sit past unread records: it is dropped
+    /// and the request retried from a smaller offset (one page back, then
+    /// doubling, down to 0, which always counts). The window ends at a page
+    /// of at most one record (the server trims pages to no fewer than two
+    /// while two remain) or an empty one at offset 0. Bounded: a counted
+    /// page moves the offset forward, and a shifted one needs a record to
+    /// have left the window since the previous request.
+    fn offset_step(
+        &self,
+        page: &[Record],
+        k: u64,
+        read: Option<u64>,
+        misses: u32,
+    ) -> Result<OffsetStep, String> {
+        let ids: Vec<u64> = page.iter().filter_map(record::numeric_id).collect();
+        if ids.len() != page.len() {
+            return Err("records without a numeric `id`".into());
+        }
+        if ids.windows(2).any(|w| w[0] > w[1]) {
+            return Err("ids not ascending: `order_by=id&dir=asc` is ignored".into());
+        }
+        let anchored = k == 0 || ids.first().is_some_and(|&f| read.is_some_and(|r| f <= r));
+        if !anchored {
+            let back = u64::from(self.plan.page_size.max(1)) << misses.min(32);
+            return Ok(OffsetStep::Shifted {
+                retry: k.saturating_sub(back),
+            });
+        }
+        let Some(&max) = ids.last() else {
+            return Ok(OffsetStep::End);
+        };
+        Ok(OffsetStep::Read {
+            max_id: read.map_or(max, |r| r.max(max)),
+            next: k + ids.len() as u64 - 1,
+            end: ids.len() <= 1,
+        })
     }
 
     /// One list request at a position.
