@@ -1133,12 +1133,26 @@ impl Poller {
                 {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
-                    // The parent vanished between listing and paging it.
-                    Err(PollError::Coupa {
-                        source: CoupaError::NotFound { .. },
-                        ..
-                    }) => {
-                        warn!(object = %self.plan.name, parent = pid, "parent not found; skipping it")
+                    // A 404 on the child list skips the parent only if the
+                    // parent itself is gone; otherwise it is an error like
+                    // any other, and the next poll retries this parent.
+                    Err(
+                        e @ PollError::Coupa {
+                            source: CoupaError::NotFound { .. },
+                            ..
+                        },
+                    ) => {
+                        let parent_url = format!("{parent_path}/{pid}");
+                        match self.client.get_json(&parent_url, &[]).await {
+                            Err(CoupaError::NotFound { .. }) => {
+                                warn!(object = %self.plan.name, parent = pid, "parent not found; skipping it")
+                            }
+                            Ok(_) => {
+                                warn!(object = %self.plan.name, parent = pid, "children list answered 404 but the parent exists; retrying it next poll");
+                                return Err(e);
+                            }
+                            Err(other) => return Err(self.coupa_err(other)),
+                        }
                     }
                     Err(e) => return Err(e),
                 }
