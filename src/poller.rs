@@ -705,6 +705,7 @@ impl Poller {
             last_id: None,
             parents_done: None,
             parent: None,
+            parent_offset: None,
             // Every window probes `id[gt]` first, even after a fallback:
             // one request shows whether the server honours it again.
             offset: None,
@@ -1115,6 +1116,9 @@ impl Poller {
         // resumed window refetches them after `parents_done`.
         let mut queue = std::collections::VecDeque::new();
         let mut visited = 0u32;
+        // Offset walk: shifted pages in a row, and the previous page's ids.
+        let mut parent_misses = 0u32;
+        let mut previous_parents: Option<Vec<u64>> = None;
         loop {
             let (parent, done) = {
                 let mut sh = shared.lock().await;
@@ -1173,6 +1177,7 @@ impl Poller {
                 }
                 continue;
             }
+            let parent_offset = shared.lock().await.window().parent_offset;
             let mut q = vec![
                 ("order_by".to_string(), "id".to_string()),
                 ("dir".to_string(), "asc".to_string()),
@@ -1180,8 +1185,10 @@ impl Poller {
                 // rejects the parameter would stop nested objects entirely.
                 ("limit".to_string(), "50".to_string()),
             ];
-            if let Some(d) = done {
-                q.push(("id[gt]".into(), d.to_string()));
+            match (parent_offset, done) {
+                (Some(k), _) => q.push(("offset".into(), k.to_string())),
+                (None, Some(d)) => q.push(("id[gt]".into(), d.to_string())),
+                (None, None) => {}
             }
             let parents = self
                 .client
@@ -1190,16 +1197,58 @@ impl Poller {
                 .map_err(|e| self.coupa_err(e))?;
             let mut sh = shared.lock().await;
             sh.report.requests += 1;
-            if parents.is_empty() {
-                return Ok(true);
+            let protocol = |why: String| PollError::Protocol {
+                object: self.plan.name.clone(),
+                detail: format!("cannot walk the parents at {parent_path}: {why}"),
+            };
+            let Some(k) = parent_offset else {
+                if parents.is_empty() {
+                    return Ok(true);
+                }
+                if let Err(why) = self.next_last_id(&parents, done) {
+                    // The same fallback as top-level lists: walk the
+                    // parents by offset (see `offset_step`), which cannot
+                    // skip one.
+                    warn!(object = %self.plan.name, path = %parent_path, problem = %why, "cannot walk the parents by id; walking them by offset");
+                    sh.window().parent_offset = Some(0);
+                    continue;
+                }
+                queue.extend(parents.iter().filter_map(record::numeric_id));
+                sh.window().parent = queue.pop_front();
+                continue;
+            };
+            match self
+                .offset_step(&parents, k, done, parent_misses)
+                .map_err(protocol)?
+            {
+                OffsetStep::End => return Ok(true),
+                OffsetStep::Shifted { retry } => {
+                    parent_misses += 1;
+                    sh.window().parent_offset = Some(retry);
+                }
+                OffsetStep::Read { next, end, .. } => {
+                    parent_misses = 0;
+                    let ids: Vec<u64> = parents.iter().filter_map(record::numeric_id).collect();
+                    if k > 0 && previous_parents.as_ref() == Some(&ids) {
+                        return Err(protocol(format!(
+                            "the server ignores both `id[gt]` and `offset` (the same page at offset {k})"
+                        )));
+                    }
+                    let fresh: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| done.is_none_or(|d| *id > d))
+                        .collect();
+                    previous_parents = Some(ids);
+                    if fresh.is_empty() && end {
+                        return Ok(true);
+                    }
+                    queue.extend(fresh);
+                    let w = sh.window();
+                    w.parent_offset = Some(next);
+                    w.parent = queue.pop_front();
+                }
             }
-            self.next_last_id(&parents, done)
-                .map_err(|why| PollError::Protocol {
-                    object: self.plan.name.clone(),
-                    detail: format!("cannot walk the parents at {parent_path}: {why}"),
-                })?;
-            queue.extend(parents.iter().filter_map(record::numeric_id));
-            sh.window().parent = queue.pop_front();
         }
     }
 

@@ -65,6 +65,10 @@ pub struct Window {
     /// Offset paging (for servers that ignore `id[gt]`): the next offset.
     #[serde(default)]
     pub offset: Option<u64>,
+    /// Nested objects whose parent list ignores `id[gt]`: the offset of
+    /// the next parent page (its first parent already done: the anchor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_offset: Option<u64>,
     /// Backfill: the window cut into time slices read concurrently, each
     /// with its own position. Empty: the window is one list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

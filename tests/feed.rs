@@ -574,3 +574,40 @@ async fn offset_fallback_survives_a_burst_larger_than_a_page_and_returns_to_id_p
     assert!(later.iter().any(|r| r.query.contains("id%5Bgt%5D=")));
     check(&rig.sim, "purchase_orders", &outbox(&rig.store));
 }
+
+/// Issue 13 item 2: a supplier list that ignores `id[gt]` is walked by
+/// offset instead of stopping the nested object; more suppliers than a
+/// page, and a later site edit still arrives.
+#[tokio::test]
+async fn a_parent_list_ignoring_id_gt_is_walked_by_offset() {
+    let rig = Rig::with(sim_config(), &["supplier_sites"], "", "parent_budget = 100").await;
+    let mut suppliers = Vec::new();
+    for _ in 0..60 {
+        let s = rig.sim.create("suppliers", json!({}))["id"]
+            .as_u64()
+            .unwrap();
+        rig.sim.create("supplier_sites", json!({"_parent_id": s}));
+        suppliers.push(s);
+    }
+    rig.sim.inject(FaultRule {
+        fault: Fault::IgnoreParams {
+            names: vec!["id[gt]".into()],
+        },
+        times: usize::MAX,
+        path_contains: Some("/api/suppliers?".into()),
+    });
+    rig.catch_up().await;
+    let first = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    assert_eq!(first.len(), rig.sim.versions("supplier_sites").len());
+    assert!(rig
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.path == "/api/suppliers" && r.query.contains("offset=")));
+    let last_site = rig.sim.versions("supplier_sites").last().unwrap().id;
+    rig.sim
+        .update("supplier_sites", last_site, json!({"name": "Renamed site"}));
+    rig.catch_up().await;
+    let after = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    assert_eq!(after.len(), first.len() + 1);
+}
