@@ -688,6 +688,10 @@ impl Poller {
         if let Some(f) = state.floor {
             lo = lo.max(f);
         }
+        // Below the pruning horizon the seen-set cannot tell a repeat.
+        if let Some(p) = state.pruned_below {
+            lo = lo.max(p);
+        }
         if hi <= lo {
             // Nothing to read yet: a first poll starting "now", or Coupa's
             // clock is behind our mark. Keep the start we just chose.
@@ -1259,6 +1263,15 @@ impl Poller {
         state: &mut ObjectState,
         window: &Window,
     ) -> Result<(), PollError> {
+        let lookback = chrono::Duration::from_std(self.plan.lookback).unwrap_or_default();
+        let mut keep_from = window.hi - lookback;
+        if let Some(f) = state.floor {
+            keep_from = keep_from.max(f);
+        }
+        // Persisted before pruning: the horizon never moves back, so a
+        // larger lookback after a restart stops at it.
+        keep_from = state.pruned_below.map_or(keep_from, |p| p.max(keep_from));
+        state.pruned_below = Some(keep_from);
         state.hwm = Some(window.hi);
         state.window = None;
         self.status.lock().expect("status lock").backfill = None;
@@ -1266,11 +1279,6 @@ impl Poller {
             .put_object_state(&self.plan.name, state)
             .await
             .map_err(|e| self.store_err(e))?;
-        let lookback = chrono::Duration::from_std(self.plan.lookback).unwrap_or_default();
-        let mut keep_from = window.hi - lookback;
-        if let Some(f) = state.floor {
-            keep_from = keep_from.max(f);
-        }
         let pruned = self
             .store
             .prune_seen(&self.plan.name, keep_from)

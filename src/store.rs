@@ -104,6 +104,11 @@ pub struct ObjectState {
     /// The server ignores `id[gt]` or the id order: page by offset.
     #[serde(default)]
     pub offset_paging: bool,
+    /// Seen entries below this were pruned: no window reaches below it,
+    /// so a lookback raised between restarts cannot re-read (and
+    /// republish) versions the seen-set has forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_below: Option<DateTime<Utc>>,
 }
 
 /// One event waiting in the outbox.
@@ -553,6 +558,8 @@ impl Store {
                     window: None,
                     // What the server supports does not change with a rewind.
                     offset_paging: self.object_state(object)?.offset_paging,
+                    // The seen-set is cleared: nothing is pruned any more.
+                    pruned_below: None,
                 };
                 self.put_object_state(object, &state).await?;
             }

@@ -611,3 +611,27 @@ async fn a_parent_list_ignoring_id_gt_is_walked_by_offset() {
     let after = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
     assert_eq!(after.len(), first.len() + 1);
 }
+
+/// Issue 13 item 6: raising `lookback` between restarts re-reads nothing
+/// the seen-set has already pruned, so nothing is published twice.
+#[tokio::test]
+async fn a_larger_lookback_after_a_restart_republishes_nothing() {
+    let mut rig = Rig::with(sim_config(), &["invoices"], "", "lookback = \"5s\"").await;
+    for _ in 0..5 {
+        rig.sim.create("invoices", json!({}));
+    }
+    rig.catch_up().await;
+    // A minute later the five have left the 5 s lookback and are pruned.
+    rig.sim.set_clock_offset(chrono::Duration::seconds(65));
+    rig.catch_up().await;
+    assert_eq!(outbox(&rig.store).len(), 5);
+    rig.settings = common::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
+        .objects(&["invoices"])
+        .poll("lookback = \"10m\"")
+        .settings();
+    rig.reopen();
+    rig.catch_up().await;
+    let delivered = outbox(&rig.store);
+    check_exact(&rig.sim, "invoices", &delivered);
+    assert_eq!(delivered.len(), 5, "nothing republished");
+}
