@@ -10,7 +10,9 @@
 //! parents are visited per poll, so the request cost of a poll is bounded;
 //! an unfinished window is persisted and continued by the next poll. A
 //! child edited after we passed its parent has `updated-at` above the
-//! frozen upper bound and lands in the next window, so nothing is missed.
+//! frozen upper bound and lands in the next window: final versions are
+//! never missed, but an earlier version is read only if it lives until
+//! its parent's next visit (up to two walk cycles, not poll intervals).
 //!
 //! Backfill: a window at least twice `[poll] backfill_slice` wide is
 //! paged as time slices by up to `backfill_concurrency` workers over the
