@@ -671,9 +671,33 @@ fn parse_start(key: &str, v: &str) -> Result<StartFrom, ConfigError> {
     if v.eq_ignore_ascii_case("now") {
         return Ok(StartFrom::Now);
     }
-    parse_timestamp(v).map(StartFrom::At).ok_or_else(|| {
+    let t = parse_timestamp(v).ok_or_else(|| {
         ConfigError::new(key, format!("`{v}` is neither `now` nor an RFC 3339 time"))
-    })
+    })?;
+    // Coupa stamps whole seconds; a fractional bound would re-read the
+    // same second as new on every window.
+    if t.timestamp_subsec_nanos() != 0 {
+        return Err(ConfigError::new(
+            key,
+            format!("`{v}` has a fraction of a second; Coupa stamps whole seconds, so give whole seconds (e.g. `{}`)", t.format("%Y-%m-%dT%H:%M:%SZ")),
+        ));
+    }
+    Ok(StartFrom::At(t))
+}
+
+/// A window bound that moves by this must stay on a whole second.
+fn whole_seconds(key: &str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.subsec_nanos() != 0 {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "`{}` has a fraction of a second; Coupa stamps whole seconds, so give whole seconds (e.g. `{}s`)",
+                humantime::format_duration(d),
+                d.as_secs().max(1)
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 impl Settings {
@@ -974,7 +998,10 @@ impl Settings {
             spec: if o.path.is_some() { None } else { spec },
             path,
             schedule,
-            lookback: o.lookback.unwrap_or(self.poll.lookback),
+            lookback: match o.lookback {
+                Some(d) => whole_seconds(&key("lookback"), d)?,
+                None => whole_seconds("poll.lookback", self.poll.lookback)?,
+            },
             settle: o.settle.unwrap_or(self.poll.settle),
             start_from,
             page_size: self.poll.page_size,

@@ -10,7 +10,9 @@
 //! parents are visited per poll, so the request cost of a poll is bounded;
 //! an unfinished window is persisted and continued by the next poll. A
 //! child edited after we passed its parent has `updated-at` above the
-//! frozen upper bound and lands in the next window, so nothing is missed.
+//! frozen upper bound and lands in the next window: final versions are
+//! never missed, but an earlier version is read only if it lives until
+//! its parent's next visit (up to two walk cycles, not poll intervals).
 //!
 //! Backfill: a window at least twice `[poll] backfill_slice` wide is
 //! paged as time slices by up to `backfill_concurrency` workers over the
@@ -83,16 +85,35 @@ impl PollError {
     }
 }
 
-/// What tells two offset pages apart: a record's id, else its content.
-fn page_identity(item: &Listed) -> Option<String> {
-    match item {
-        Ok(r) => record::id(r).or_else(|| Some(hex::encode(content_hash(&canonical_json(r))))),
-        Err(r) => Some(r.excerpt.clone()),
-    }
+/// The page's records that have a usable id (rejected elements are
+/// neither published nor paged by).
+fn usable_records(page: &[Listed]) -> Vec<&Record> {
+    page.iter()
+        .filter_map(|e| e.as_ref().ok())
+        .filter(|r| record::id_problem(r).is_none())
+        .collect()
 }
 
-/// Records each offset-mode page re-reads from the previous one.
-pub const OFFSET_OVERLAP: usize = 10;
+/// The numeric ids of the page's usable records.
+fn listed_ids(page: &[Listed]) -> Vec<u64> {
+    usable_records(page)
+        .into_iter()
+        .filter_map(record::numeric_id)
+        .collect()
+}
+
+/// What one offset-mode page means for the paging position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OffsetStep {
+    /// The page continues what was read: commit it, then request `next`
+    /// (the offset of its last record, the next anchor) unless `end`.
+    Read { max_id: u64, next: u64, end: bool },
+    /// Records left the window before this offset, so the page may start
+    /// past unread ones: request `retry` (smaller) instead, commit nothing.
+    Shifted { retry: u64 },
+    /// Nothing at offset 0: the window holds nothing more.
+    End,
+}
 
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -780,6 +801,10 @@ impl Poller {
         if let Some(f) = state.floor {
             lo = lo.max(f);
         }
+        // Below the pruning horizon the seen-set cannot tell a repeat.
+        if let Some(p) = state.pruned_below {
+            lo = lo.max(p);
+        }
         if hi <= lo {
             // Nothing to read yet: a first poll starting "now", or Coupa's
             // clock is behind our mark. Keep the start we just chose.
@@ -797,8 +822,11 @@ impl Poller {
             last_id: None,
             parents_done: None,
             parent: None,
-            offset: state.offset_paging.then_some(0),
-            slices: self.slices(lo, hi, state.offset_paging),
+            parent_offset: None,
+            // Every window probes `id[gt]` first, even after a fallback:
+            // one request shows whether the server honours it again.
+            offset: None,
+            slices: self.slices(lo, hi),
         };
         state.window = Some(window.clone());
         self.store
@@ -812,7 +840,7 @@ impl Poller {
     /// wide starts as one slice that free workers split once its pages
     /// come back full, so a sparse window still costs one request and a
     /// dense one spreads over every worker. Empty: one plain list.
-    fn slices(&self, lo: DateTime<Utc>, hi: DateTime<Utc>, offset_paging: bool) -> Vec<Slice> {
+    fn slices(&self, lo: DateTime<Utc>, hi: DateTime<Utc>) -> Vec<Slice> {
         let min = self.plan.backfill_slice.as_secs().max(1) as i64;
         let nested = self.plan.spec.and_then(|s| s.parent).is_some();
         if self.plan.backfill_concurrency < 2 || nested || (hi - lo).num_seconds() < 2 * min {
@@ -822,7 +850,7 @@ impl Poller {
             lo,
             hi,
             last_id: None,
-            offset: offset_paging.then_some(0),
+            offset: None,
             done: false,
         }]
     }
@@ -872,16 +900,16 @@ impl Poller {
         q
     }
 
-    /// Pages one list of the window from its persisted position until an
-    /// empty page. Returns `false` if it stopped early for shutdown.
+    /// Pages one list of the window from its persisted position to its
+    /// end. Returns `false` if it stopped early for shutdown.
     ///
-    /// Paging is by `id[gt]`. A server that ignores `id[gt]` or the id
-    /// order (or sends non-numeric ids) cannot be paged that way; rather
-    /// than stop the object, the window restarts in offset paging with an
-    /// overlap of [`OFFSET_OVERLAP`] records between pages, so up to that
-    /// many records leaving the window between two requests shift nothing
-    /// past us (repeats from the overlap are dropped by the seen-set). The
-    /// object stays in offset mode, with a warning.
+    /// Paging is by `id[gt]` and ends on an empty page. A server that
+    /// ignores `id[gt]` (or sends records without numeric ids) cannot be
+    /// paged that way; rather than stop the object, the window restarts in
+    /// offset paging ([`Poller::offset_step`]), which cannot skip a record
+    /// however many leave the window between two requests. The object is
+    /// marked as offset-paged (logged once), but every new window probes
+    /// `id[gt]` again and returns to it once the server honours it.
     async fn page_list(
         &self,
         list: &ListCursor,
@@ -892,7 +920,12 @@ impl Poller {
     ) -> Result<bool, PollError> {
         // Offset mode: the previous page's ids, to catch a server that
         // ignores `offset` as well (it would serve the same page forever).
-        let mut previous: Option<Vec<Option<String>>> = None;
+        let mut previous: Option<Vec<u64>> = None;
+        // Offset mode: requests in a row that found the window shifted.
+        let mut misses = 0u32;
+        // This call read a page by id: an empty page after it shows the
+        // server honours `id[gt]` (one ignoring it repeats that page).
+        let mut paged_by_id = false;
         // The next page, requested while the current one was committed.
         let mut prefetched: Option<(Position, Result<Vec<Listed>, CoupaError>)> = None;
         loop {
@@ -915,16 +948,32 @@ impl Poller {
             let page = fetched.map_err(|e| self.coupa_err(e))?;
             let mut sh = shared.lock().await;
             sh.report.requests += 1;
-            if page.is_empty() {
-                return Ok(true);
-            }
-            // Only this worker moves this slot's position, so `pos` is
-            // still current (a split may have narrowed `hi`; harmless).
+            // An offset page that proves the end of the list.
+            let mut last = false;
             match pos.offset {
+                None if page.is_empty() => {
+                    // `id[gt]` was sent and honoured: the server pages by id.
+                    if paged_by_id && sh.state.offset_paging {
+                        info!(object = %self.plan.name, path = %list.path, "the server honours `id[gt]` again; back to paging by id");
+                        sh.state.offset_paging = false;
+                        self.store
+                            .put_object_state(&self.plan.name, &sh.state)
+                            .await
+                            .map_err(|e| self.store_err(e))?;
+                    }
+                    return Ok(true);
+                }
                 None => match self.next_last_id(&page, pos.last_id) {
-                    Ok(next) => sh.advance(slot, Some(next), None),
+                    Ok(next) => {
+                        paged_by_id = true;
+                        sh.advance(slot, Some(next), None)
+                    }
                     Err(why) => {
-                        warn!(object = %self.plan.name, path = %list.path, problem = %why, "cannot page by id; re-reading this window by offset with overlap");
+                        if sh.state.offset_paging {
+                            debug!(object = %self.plan.name, path = %list.path, problem = %why, "`id[gt]` still ignored; paging this window by offset");
+                        } else {
+                            warn!(object = %self.plan.name, path = %list.path, problem = %why, "cannot page by id; re-reading this window by offset (each new window probes `id[gt]` again)");
+                        }
                         sh.advance(slot, None, Some(0));
                         sh.state.offset_paging = true;
                         self.store
@@ -935,23 +984,42 @@ impl Poller {
                     }
                 },
                 Some(k) => {
-                    let ids: Vec<Option<String>> = page.iter().map(page_identity).collect();
-                    if k > 0 && previous.as_ref() == Some(&ids) {
-                        return Err(PollError::Protocol {
+                    let step = self
+                        .offset_step(&page, k, pos.last_id, misses)
+                        .map_err(|why| PollError::Protocol {
                             object: self.plan.name.clone(),
-                            detail: format!("{} ignores both `id[gt]` and `offset` (the same page at offset {k}); cannot page it", list.path),
-                        });
+                            detail: format!("{} cannot be paged by offset: {why}", list.path),
+                        })?;
+                    match step {
+                        OffsetStep::Shifted { retry } => {
+                            misses += 1;
+                            debug!(object = %self.plan.name, path = %list.path, offset = k, retry, "records left the window before this offset; re-reading from a smaller one");
+                            sh.advance(slot, pos.last_id, Some(retry));
+                            continue;
+                        }
+                        OffsetStep::End => return Ok(true),
+                        OffsetStep::Read { max_id, next, end } => {
+                            let ids: Vec<u64> =
+                                listed_ids(&page);
+                            if k > 0 && previous.as_ref() == Some(&ids) {
+                                return Err(PollError::Protocol {
+                                    object: self.plan.name.clone(),
+                                    detail: format!("{} ignores both `id[gt]` and `offset` (the same page at offset {k}); cannot page it", list.path),
+                                });
+                            }
+                            previous = Some(ids);
+                            misses = 0;
+                            last = end;
+                            sh.advance(slot, Some(max_id), Some(next));
+                        }
                     }
-                    previous = Some(ids);
-                    let advance = page.len().saturating_sub(OFFSET_OVERLAP).max(1) as u64;
-                    sh.advance(slot, None, Some(k + advance));
                 }
             }
             // The next position is known before this page is stored:
             // request it while this one is detected and committed, so the
             // network and the store work at the same time.
             let next = sh.position(slot);
-            let go_on = !sh.halt && !shutdown.is_shutdown();
+            let go_on = !sh.halt && !shutdown.is_shutdown() && !last;
             // The prefetch runs while this page commits: near the limit it
             // waits for the commit, so the pause comes no page late.
             let committing = page.len() as u64;
@@ -979,6 +1047,9 @@ impl Poller {
             };
             if !go_on {
                 commit.await?;
+                if last {
+                    return Ok(true);
+                }
                 continue;
             }
             // A task of its own, so parsing the next page runs on another
@@ -1009,6 +1080,65 @@ impl Poller {
         }
     }
 
+    /// Judges an offset-mode page at offset `k`, where every record with
+    /// an id up to `read` (the highest id read so far) is already read.
+    ///
+    /// Why this cannot skip: the window's set only shrinks while it is
+    /// paged (an edit moves a record's `updated-at` to or past `hi`), which
+    /// shifts later records to smaller offsets by an amount we cannot see.
+    /// So no offset is trusted by arithmetic: each request goes to the
+    /// offset of the last record read (the anchor), and a page counts only
+    /// if it starts at an id we have already read (or at offset 0). One
+    /// response is one ordered snapshot, so everything after its first
+    /// record is contiguous: every record with an id above `read` up to
+    /// the page's last id is in it. A page that starts above `read`, or an
+    /// empty one past offset 0, may sit past unread records: it is dropped
+    /// and the request retried from a smaller offset (one page back, then
+    /// doubling, down to 0, which always counts). The window ends at a page
+    /// of at most one record (the server trims pages to no fewer than two
+    /// while two remain) or an empty one at offset 0. Bounded: a counted
+    /// page moves the offset forward, and a shifted one needs a record to
+    /// have left the window since the previous request.
+    ///
+    /// Rejected elements (no usable id, unreadable) and ids that are not a
+    /// u64 hold their place in the server's order, so offsets count them;
+    /// a page whose first element has no numeric id cannot show its anchor
+    /// and is taken as anchored.
+    fn offset_step(
+        &self,
+        page: &[Listed],
+        k: u64,
+        read: Option<u64>,
+        misses: u32,
+    ) -> Result<OffsetStep, String> {
+        let ids = listed_ids(page);
+        if ids.windows(2).any(|w| w[0] > w[1]) {
+            return Err("ids not ascending: `order_by=id&dir=asc` is ignored".into());
+        }
+        let first_rejected = page.first().is_some_and(|e| {
+            e.as_ref()
+                .map_or(true, |r| record::numeric_id(r).is_none())
+        });
+        let anchored = k == 0
+            || first_rejected
+            || ids.first().is_some_and(|&f| read.is_some_and(|r| f <= r));
+        if !anchored {
+            let back = u64::from(self.plan.page_size.max(1)) << misses.min(32);
+            return Ok(OffsetStep::Shifted {
+                retry: k.saturating_sub(back),
+            });
+        }
+        if page.is_empty() {
+            return Ok(OffsetStep::End);
+        }
+        let max = ids.last().copied().max(read).unwrap_or(0);
+        Ok(OffsetStep::Read {
+            max_id: max,
+            next: k + page.len() as u64 - 1,
+            end: page.len() <= 1,
+        })
+    }
+
     /// One list request at a position.
     async fn fetch(&self, list: &ListCursor, pos: &Position) -> Result<Vec<Listed>, CoupaError> {
         self.client
@@ -1023,27 +1153,19 @@ impl Poller {
     /// unreadable) are never published, so they neither move nor block
     /// the position; a page of nothing else cannot be paged by id.
     fn next_last_id(&self, page: &[Listed], prev: Option<u64>) -> Result<u64, String> {
-        let usable: Vec<&Record> = page
-            .iter()
-            .filter_map(|e| e.as_ref().ok())
-            .filter(|r| record::id_problem(r).is_none())
-            .collect();
-        if usable.is_empty() {
-            return Err("no record on the page has a usable `id`".into());
-        }
-        let ids: Vec<u64> = usable
-            .iter()
-            .filter_map(|r| record::numeric_id(r))
-            .collect();
-        if ids.len() != usable.len() {
-            return Err("records without a numeric `id`".into());
+        // An id that is not a u64 (a string, one beyond 2^64) is published
+        // as sent but cannot position the page; the numeric ones around it
+        // do. Only a page without any numeric id cannot be paged by id.
+        let ids = listed_ids(page);
+        if ids.is_empty() {
+            return Err("no record on the page has a numeric `id`".into());
         }
         // Equal neighbours (a row served twice) are harmless: detection
         // drops the repeat. Descending ones mean the order is not by id.
         if ids.windows(2).any(|w| w[0] > w[1]) {
             return Err("ids not ascending: `order_by=id&dir=asc` is ignored".into());
         }
-        let max = *ids.last().expect("usable is not empty");
+        let max = *ids.last().expect("ids is not empty");
         match prev {
             Some(p) if max <= p => Err(format!(
                 "the `id[gt]` filter is ignored (page ends at id {max}, not after {p})"
@@ -1149,6 +1271,9 @@ impl Poller {
         // resumed window refetches them after `parents_done`.
         let mut queue = std::collections::VecDeque::new();
         let mut visited = 0u32;
+        // Offset walk: shifted pages in a row, and the previous page's ids.
+        let mut parent_misses = 0u32;
+        let mut previous_parents: Option<Vec<u64>> = None;
         loop {
             let (parent, done) = {
                 let mut sh = shared.lock().await;
@@ -1167,12 +1292,26 @@ impl Poller {
                 {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
-                    // The parent vanished between listing and paging it.
-                    Err(PollError::Coupa {
-                        source: CoupaError::NotFound { .. },
-                        ..
-                    }) => {
-                        warn!(object = %self.plan.name, parent = pid, "parent not found; skipping it")
+                    // A 404 on the child list skips the parent only if the
+                    // parent itself is gone; otherwise it is an error like
+                    // any other, and the next poll retries this parent.
+                    Err(
+                        e @ PollError::Coupa {
+                            source: CoupaError::NotFound { .. },
+                            ..
+                        },
+                    ) => {
+                        let parent_url = format!("{parent_path}/{pid}");
+                        match self.client.get_json(&parent_url, &[]).await {
+                            Err(CoupaError::NotFound { .. }) => {
+                                warn!(object = %self.plan.name, parent = pid, "parent not found; skipping it")
+                            }
+                            Ok(_) => {
+                                warn!(object = %self.plan.name, parent = pid, "children list answered 404 but the parent exists; retrying it next poll");
+                                return Err(e);
+                            }
+                            Err(other) => return Err(self.coupa_err(other)),
+                        }
                     }
                     Err(e) => return Err(e),
                 }
@@ -1193,6 +1332,7 @@ impl Poller {
                 }
                 continue;
             }
+            let parent_offset = shared.lock().await.window().parent_offset;
             let mut q = vec![
                 ("order_by".to_string(), "id".to_string()),
                 ("dir".to_string(), "asc".to_string()),
@@ -1200,8 +1340,10 @@ impl Poller {
                 // rejects the parameter would stop nested objects entirely.
                 ("limit".to_string(), "50".to_string()),
             ];
-            if let Some(d) = done {
-                q.push(("id[gt]".into(), d.to_string()));
+            match (parent_offset, done) {
+                (Some(k), _) => q.push(("offset".into(), k.to_string())),
+                (None, Some(d)) => q.push(("id[gt]".into(), d.to_string())),
+                (None, None) => {}
             }
             let parents = self
                 .client
@@ -1210,21 +1352,58 @@ impl Poller {
                 .map_err(|e| self.coupa_err(e))?;
             let mut sh = shared.lock().await;
             sh.report.requests += 1;
-            if parents.is_empty() {
-                return Ok(true);
+            let protocol = |why: String| PollError::Protocol {
+                object: self.plan.name.clone(),
+                detail: format!("cannot walk the parents at {parent_path}: {why}"),
+            };
+            let Some(k) = parent_offset else {
+                if parents.is_empty() {
+                    return Ok(true);
+                }
+                if let Err(why) = self.next_last_id(&parents, done) {
+                    // The same fallback as top-level lists: walk the
+                    // parents by offset (see `offset_step`), which cannot
+                    // skip one.
+                    warn!(object = %self.plan.name, path = %parent_path, problem = %why, "cannot walk the parents by id; walking them by offset");
+                    sh.window().parent_offset = Some(0);
+                    continue;
+                }
+                queue.extend(listed_ids(&parents));
+                sh.window().parent = queue.pop_front();
+                continue;
+            };
+            match self
+                .offset_step(&parents, k, done, parent_misses)
+                .map_err(protocol)?
+            {
+                OffsetStep::End => return Ok(true),
+                OffsetStep::Shifted { retry } => {
+                    parent_misses += 1;
+                    sh.window().parent_offset = Some(retry);
+                }
+                OffsetStep::Read { next, end, .. } => {
+                    parent_misses = 0;
+                    let ids: Vec<u64> = listed_ids(&parents);
+                    if k > 0 && previous_parents.as_ref() == Some(&ids) {
+                        return Err(protocol(format!(
+                            "the server ignores both `id[gt]` and `offset` (the same page at offset {k})"
+                        )));
+                    }
+                    let fresh: Vec<u64> = ids
+                        .iter()
+                        .copied()
+                        .filter(|id| done.is_none_or(|d| *id > d))
+                        .collect();
+                    previous_parents = Some(ids);
+                    if fresh.is_empty() && end {
+                        return Ok(true);
+                    }
+                    queue.extend(fresh);
+                    let w = sh.window();
+                    w.parent_offset = Some(next);
+                    w.parent = queue.pop_front();
+                }
             }
-            self.next_last_id(&parents, done)
-                .map_err(|why| PollError::Protocol {
-                    object: self.plan.name.clone(),
-                    detail: format!("cannot walk the parents at {parent_path}: {why}"),
-                })?;
-            queue.extend(
-                parents
-                    .iter()
-                    .filter_map(|e| e.as_ref().ok())
-                    .filter_map(record::numeric_id),
-            );
-            sh.window().parent = queue.pop_front();
         }
     }
 
@@ -1235,6 +1414,15 @@ impl Poller {
         state: &mut ObjectState,
         window: &Window,
     ) -> Result<(), PollError> {
+        let lookback = chrono::Duration::from_std(self.plan.lookback).unwrap_or_default();
+        let mut keep_from = window.hi - lookback;
+        if let Some(f) = state.floor {
+            keep_from = keep_from.max(f);
+        }
+        // Persisted before pruning: the horizon never moves back, so a
+        // larger lookback after a restart stops at it.
+        keep_from = state.pruned_below.map_or(keep_from, |p| p.max(keep_from));
+        state.pruned_below = Some(keep_from);
         state.hwm = Some(window.hi);
         state.window = None;
         self.status.lock().expect("status lock").backfill = None;
@@ -1242,11 +1430,6 @@ impl Poller {
             .put_object_state(&self.plan.name, state)
             .await
             .map_err(|e| self.store_err(e))?;
-        let lookback = chrono::Duration::from_std(self.plan.lookback).unwrap_or_default();
-        let mut keep_from = window.hi - lookback;
-        if let Some(f) = state.floor {
-            keep_from = keep_from.max(f);
-        }
         let pruned = self
             .store
             .prune_seen(&self.plan.name, keep_from)

@@ -65,6 +65,10 @@ pub struct Window {
     /// Offset paging (for servers that ignore `id[gt]`): the next offset.
     #[serde(default)]
     pub offset: Option<u64>,
+    /// Nested objects whose parent list ignores `id[gt]`: the offset of
+    /// the next parent page (its first parent already done: the anchor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_offset: Option<u64>,
     /// Backfill: the window cut into time slices read concurrently, each
     /// with its own position. Empty: the window is one list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -100,6 +104,11 @@ pub struct ObjectState {
     /// The server ignores `id[gt]` or the id order: page by offset.
     #[serde(default)]
     pub offset_paging: bool,
+    /// Seen entries below this were pruned: no window reaches below it,
+    /// so a lookback raised between restarts cannot re-read (and
+    /// republish) versions the seen-set has forgotten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_below: Option<DateTime<Utc>>,
 }
 
 /// One event waiting in the outbox.
@@ -568,6 +577,8 @@ impl Store {
                     window: None,
                     // What the server supports does not change with a rewind.
                     offset_paging: self.object_state(object)?.offset_paging,
+                    // The seen-set is cleared: nothing is pruned any more.
+                    pruned_below: None,
                 };
                 self.put_object_state(object, &state).await?;
             }

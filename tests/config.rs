@@ -329,3 +329,32 @@ fn a_poller_is_overdue_after_three_of_its_own_schedules() {
         Some(t("2026-12-02T09:00:00Z"))
     );
 }
+
+/// Issue 13 item 7: Coupa stamps whole seconds; a fractional `start_from`
+/// or `lookback` would make every window re-read (and republish) a
+/// fraction of a second, so both are refused naming the key.
+#[test]
+fn sub_second_start_from_and_lookback_are_refused() {
+    let e = err(&GOOD.replace(
+        "[[objects]]",
+        "[poll]\nstart_from = \"2026-03-01T10:15:02.250Z\"\n[[objects]]",
+    ));
+    assert!(
+        e.contains("poll.start_from") && e.contains("whole seconds"),
+        "{e}"
+    );
+    let e = err(&GOOD.replace("[[objects]]", "[poll]\nlookback = \"2500ms\"\n[[objects]]"));
+    assert!(e.contains("poll.lookback") && e.contains("2s 500ms"), "{e}");
+    let e = err(&format!("{GOOD}lookback = \"90.5s\"\n"));
+    assert!(e.contains("objects[0].lookback"), "{e}");
+    let e = err(&format!(
+        "{GOOD}start_from = \"2026-03-01T10:15:02.5+02:00\"\n"
+    ));
+    assert!(e.contains("objects[0].start_from"), "{e}");
+    // Whole seconds, in any offset, still load.
+    let ok = GOOD.replace(
+        "[[objects]]",
+        "[poll]\nlookback = \"2m 30s\"\nstart_from = \"2026-03-01T10:15:02+02:00\"\n[[objects]]",
+    );
+    Settings::from_toml(&ok).unwrap();
+}

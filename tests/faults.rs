@@ -170,3 +170,49 @@ async fn missing_scope_fails_one_object_and_revoked_token_is_reminted() {
     let all = std::fs::read_to_string(&events).unwrap();
     assert!(!all.contains("oauth-secret-4471"));
 }
+
+/// Issue 13 item 1: one 404 on a supplier's site list (the supplier still
+/// exists) is retried, not taken for a vanished parent: the sites, an
+/// hour old so that only the first window reads them, all arrive.
+#[tokio::test]
+async fn a_404_on_a_child_list_of_a_live_parent_is_retried() {
+    let rig = Rig::with(sim_config(), &["supplier_sites"], "", "parent_budget = 10").await;
+    let old = rig.sim.now() - chrono::Duration::hours(1);
+    let t = old.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+    let mut suppliers = Vec::new();
+    for _ in 0..3 {
+        let s = rig.sim.create("suppliers", json!({}))["id"]
+            .as_u64()
+            .unwrap();
+        rig.sim.create(
+            "supplier_sites",
+            json!({"_parent_id": s, "created-at": t, "updated-at": t}),
+        );
+        suppliers.push(s);
+    }
+    rig.sim.inject(FaultRule {
+        fault: Fault::Status {
+            status: 404,
+            retry_after: None,
+            body: None,
+        },
+        times: 1,
+        path_contains: Some(format!("/api/suppliers/{}/supplier_sites", suppliers[1])),
+    });
+    rig.sim.set_clock_offset(chrono::Duration::seconds(5));
+    let first = rig.pollers[0].poll_once(&rig.shutdown).await;
+    let err = first.expect_err("the 404 fails this poll").to_string();
+    assert!(
+        err.contains("supplier_sites") && err.contains("404"),
+        "{err}"
+    );
+    // The parent was checked, not skipped.
+    assert!(rig
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.path == format!("/api/suppliers/{}", suppliers[1])));
+    rig.catch_up().await;
+    let got = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    assert_eq!(got.len(), 3);
+}

@@ -96,7 +96,15 @@ async fn late_commit_behind_hwm_inside_lookback_is_delivered() {
 
 #[tokio::test]
 async fn no_change_for_100_polls_emits_nothing_and_costs_one_request_each() {
-    let rig = Rig::new(sim_config(), &["suppliers"]).await;
+    // The sim's clock leaps 10 minutes below (time passing past the
+    // lookback): a jump the client would reject under the 5m default.
+    let rig = Rig::with(
+        sim_config(),
+        &["suppliers"],
+        "max_clock_jump = \"1h\"",
+        "",
+    )
+    .await;
     for _ in 0..10 {
         rig.sim.create("suppliers", json!({}));
     }
@@ -306,7 +314,9 @@ async fn crash_between_pages_resumes_without_loss_or_duplicates() {
     rig.sim.set_clock_offset(chrono::Duration::seconds(5));
     // Kill the poll after it has sent a few more requests each time: with
     // 15 ms per request that lands between (or inside) page commits.
-    for more in [2usize, 2, 3] {
+    // Each reopened client first learns Coupa's clock (3 agreeing `Date`
+    // headers): three requests more before the pages.
+    for more in [5usize, 5, 6] {
         crash_poll_after(&mut rig, more, Duration::from_secs(10)).await;
         let state = rig.store.object_state("purchase_orders").unwrap();
         assert!(state.window.is_some(), "a window was open at the crash");
@@ -399,12 +409,14 @@ async fn a_row_served_twice_is_one_event_and_a_server_ignoring_all_paging_is_an_
     let r = rig.poll().await;
     assert_eq!((r.events, r.repeats), (1, 1));
 
-    // The same page whatever `id[gt]` says: refuse instead of looping.
+    // The same page whatever `id[gt]` or `offset` say: refuse instead of
+    // looping. (Two rows: a one-row page is a whole list in offset mode.)
+    let row2 = row.replace("500", "501");
     rig.sim.inject(FaultRule {
         fault: Fault::Status {
             status: 200,
             retry_after: None,
-            body: Some(format!("[{row}]")),
+            body: Some(format!("[{row},{row2}]")),
         },
         times: usize::MAX,
         path_contains: Some("/api/items".into()),
@@ -489,4 +501,147 @@ async fn a_server_ignoring_id_gt_is_paged_by_offset_with_overlap() {
     // Every record's first version was live when the first window was read.
     let first_versions: std::collections::BTreeSet<u64> = delivered.iter().map(|e| e.id).collect();
     assert_eq!(first_versions.len(), 300);
+}
+
+/// Issue 13 item 3 and issue 12 item 10: with `id[gt]` ignored, more
+/// records than a page leave the window between two offset requests
+/// (a burst of 60 edits while the next request is in flight); nothing is
+/// skipped. Once the server honours `id[gt]` again, the next window
+/// pages by id.
+#[tokio::test]
+async fn offset_fallback_survives_a_burst_larger_than_a_page_and_returns_to_id_paging() {
+    let mut cfg = sim_config();
+    cfg.latency = Duration::from_millis(300);
+    let rig = Rig::with(
+        cfg,
+        &["purchase_orders"],
+        "timeout = \"5s\"",
+        "backfill_concurrency = 1",
+    )
+    .await;
+    // An hour old: only the first window reads them, so a record skipped
+    // there would be lost for good.
+    let old = rig.sim.now().trunc_subsecs(0) - chrono::Duration::hours(1);
+    for i in 0..200 {
+        let t = stamp(old + chrono::Duration::seconds(i / 10));
+        rig.sim
+            .create("purchase_orders", json!({"created-at": t, "updated-at": t}));
+    }
+    rig.sim.inject(FaultRule {
+        fault: Fault::IgnoreParams {
+            names: vec!["id[gt]".into()],
+        },
+        times: usize::MAX,
+        path_contains: None,
+    });
+    rig.sim.set_clock_offset(chrono::Duration::seconds(5));
+    // Right after `offset=0` is answered (the next request is already on
+    // its way and waits out the latency), 60 records leave the window.
+    let sim = rig.sim.clone_handle();
+    let editor = tokio::spawn(async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !sim
+            .requests()
+            .iter()
+            .any(|r| r.query.contains("offset=0") && r.status == 200)
+        {
+            assert!(std::time::Instant::now() < deadline, "no offset request");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        for id in 1..=60u64 {
+            sim.update("purchase_orders", id, json!({"status": "burst"}));
+        }
+    });
+    rig.poll().await;
+    editor.await.unwrap();
+    assert!(
+        rig.store
+            .object_state("purchase_orders")
+            .unwrap()
+            .offset_paging
+    );
+    rig.catch_up().await;
+    let delivered = outbox(&rig.store);
+    check(&rig.sim, "purchase_orders", &delivered);
+    let first_versions: std::collections::BTreeSet<u64> = delivered.iter().map(|e| e.id).collect();
+    assert_eq!(first_versions.len(), 200);
+
+    // The server honours `id[gt]` again: the next window returns to it.
+    rig.sim.clear_faults();
+    rig.sim.set_latency(Duration::ZERO);
+    rig.sim
+        .update("purchase_orders", 150, json!({"status": "later"}));
+    let before = rig.sim.requests().len();
+    rig.catch_up().await;
+    assert!(
+        !rig.store
+            .object_state("purchase_orders")
+            .unwrap()
+            .offset_paging
+    );
+    let later = &rig.sim.requests()[before..];
+    assert!(later.iter().all(|r| !r.query.contains("offset=")));
+    assert!(later.iter().any(|r| r.query.contains("id%5Bgt%5D=")));
+    check(&rig.sim, "purchase_orders", &outbox(&rig.store));
+}
+
+/// Issue 13 item 2: a supplier list that ignores `id[gt]` is walked by
+/// offset instead of stopping the nested object; more suppliers than a
+/// page, and a later site edit still arrives.
+#[tokio::test]
+async fn a_parent_list_ignoring_id_gt_is_walked_by_offset() {
+    let rig = Rig::with(sim_config(), &["supplier_sites"], "", "parent_budget = 100").await;
+    let mut suppliers = Vec::new();
+    for _ in 0..60 {
+        let s = rig.sim.create("suppliers", json!({}))["id"]
+            .as_u64()
+            .unwrap();
+        rig.sim.create("supplier_sites", json!({"_parent_id": s}));
+        suppliers.push(s);
+    }
+    rig.sim.inject(FaultRule {
+        fault: Fault::IgnoreParams {
+            names: vec!["id[gt]".into()],
+        },
+        times: usize::MAX,
+        path_contains: Some("/api/suppliers?".into()),
+    });
+    rig.catch_up().await;
+    let first = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    assert_eq!(first.len(), rig.sim.versions("supplier_sites").len());
+    assert!(rig
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.path == "/api/suppliers" && r.query.contains("offset=")));
+    let last_site = rig.sim.versions("supplier_sites").last().unwrap().id;
+    rig.sim
+        .update("supplier_sites", last_site, json!({"name": "Renamed site"}));
+    rig.catch_up().await;
+    let after = check_exact(&rig.sim, "supplier_sites", &outbox(&rig.store));
+    assert_eq!(after.len(), first.len() + 1);
+}
+
+/// Issue 13 item 6: raising `lookback` between restarts re-reads nothing
+/// the seen-set has already pruned, so nothing is published twice.
+#[tokio::test]
+async fn a_larger_lookback_after_a_restart_republishes_nothing() {
+    let mut rig = Rig::with(sim_config(), &["invoices"], "", "lookback = \"5s\"").await;
+    for _ in 0..5 {
+        rig.sim.create("invoices", json!({}));
+    }
+    rig.catch_up().await;
+    // A minute later the five have left the 5 s lookback and are pruned.
+    rig.sim.set_clock_offset(chrono::Duration::seconds(65));
+    rig.catch_up().await;
+    assert_eq!(outbox(&rig.store).len(), 5);
+    rig.settings = common::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
+        .objects(&["invoices"])
+        .poll("lookback = \"10m\"")
+        .settings();
+    rig.reopen();
+    rig.catch_up().await;
+    let delivered = outbox(&rig.store);
+    check_exact(&rig.sim, "invoices", &delivered);
+    assert_eq!(delivered.len(), 5, "nothing republished");
 }

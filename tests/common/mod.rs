@@ -273,11 +273,14 @@ impl Rig {
         self.sim
             .set_clock_offset(self.sim_offset() + chrono::Duration::seconds(5));
         let target = written + chrono::Duration::seconds(1);
-        // Let the client see the jump (it learns Coupa's clock from responses).
-        self.client
-            .get_json("/api/users", &[("limit".into(), "1".into())])
-            .await
-            .unwrap();
+        // Let the client see the jump: it learns Coupa's clock from
+        // responses, and moves it only once most recent ones agree.
+        for _ in 0..3 {
+            self.client
+                .get_json("/api/users", &[("limit".into(), "1".into())])
+                .await
+                .unwrap();
+        }
         let mut total = PollReport::default();
         for _ in 0..50 {
             let r = self.poll().await;
