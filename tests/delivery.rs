@@ -157,6 +157,7 @@ async fn dlq_cli_lists_replays_and_drops() {
             attempts: 1,
             first_failed: Utc::now(),
             last_failed: Utc::now(),
+            superseded_by: None,
         };
         store
             .settle(
@@ -165,6 +166,7 @@ async fn dlq_cli_lists_replays_and_drops() {
                     outbox: vec![1, 2],
                     replayed: vec![],
                     dead: vec![dead(1, "7"), dead(2, "8")],
+                    delivered: vec![],
                 },
             )
             .await
