@@ -550,7 +550,10 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
             let missed = store.missed(&sink)?;
             if to == "oldest" {
                 let Some(m) = missed else {
-                    println!("{sink}: missed nothing; cursor left at {}", store.cursor(&sink)?);
+                    println!(
+                        "{sink}: missed nothing; cursor left at {}",
+                        store.cursor(&sink)?
+                    );
                     return Ok(());
                 };
                 store.reset_cursor(&sink, floor, false).await?;
@@ -560,9 +563,9 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let n: u64 = to
-                .parse()
-                .with_context(|| format!("--to `{to}` is neither `oldest` nor a sequence number"))?;
+            let n: u64 = to.parse().with_context(|| {
+                format!("--to `{to}` is neither `oldest` nor a sequence number")
+            })?;
             if n > last {
                 anyhow::bail!("--to {n} is beyond the last event ({last})");
             }

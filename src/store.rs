@@ -746,66 +746,68 @@ impl Store {
             .map(|(seq, object, key)| held_key(sink, object, key, *seq))
             .collect();
         let superseded = std::cell::Cell::new(0u64);
-        let result: Result<(), TransactionError<()>> =
-            (&i.acked, &i.dead, &i.replay, &i.cursors, &i.held).transaction(
-                |(acked, dead, replay, cursors, held)| {
-                    superseded.set(fresh_superseded);
-                    for seq in stored.iter().filter(|s| **s <= cursor) {
-                        acked.remove(sink_key(sink, *seq))?;
-                    }
-                    for seq in done.outbox.iter().filter(|s| **s > cursor) {
-                        acked.insert(sink_key(sink, *seq), &[][..])?;
-                    }
-                    if cursor != old {
-                        cursors.insert(sink.as_bytes(), &cursor.to_be_bytes())?;
-                    }
-                    for seq in &done.replayed {
-                        replay.remove(sink_key(sink, *seq))?;
-                    }
-                    for k in &unheld {
-                        held.remove(k.as_slice())?;
-                    }
-                    for d in &done.dead {
-                        dead.insert(sink_key(sink, d.seq), d.encode())?;
-                        held.insert(held_key(sink, &d.entry.object, &d.entry.key, d.seq), &[][..])?;
-                    }
-                    for (seq, by) in &older {
-                        let k = sink_key(sink, *seq);
-                        if let Some(v) = dead.get(&k)? {
-                            let Some(mut d) = DeadLetter::decode(sink.to_string(), *seq, &v) else {
-                                continue;
-                            };
-                            if d.superseded_by.is_none() {
-                                d.superseded_by = Some(*by);
-                                dead.insert(k, d.encode())?;
-                                superseded.set(superseded.get() + 1);
-                            }
-                        } else if let Some(v) = replay.get(&k)? {
-                            // Queued for replay but not sent yet: sending it
-                            // now would land after the newer version.
-                            let Some(entry) = OutboxEntry::decode(&v) else {
-                                continue;
-                            };
-                            let now = Utc::now();
-                            let d = DeadLetter {
-                                sink: sink.to_string(),
-                                seq: *seq,
-                                entry,
-                                error: "queued for replay when a newer version was delivered"
-                                    .into(),
-                                attempts: 0,
-                                first_failed: now,
-                                last_failed: now,
-                                superseded_by: Some(*by),
-                            };
-                            replay.remove(k.clone())?;
+        let result: Result<(), TransactionError<()>> = (
+            &i.acked, &i.dead, &i.replay, &i.cursors, &i.held,
+        )
+            .transaction(|(acked, dead, replay, cursors, held)| {
+                superseded.set(fresh_superseded);
+                for seq in stored.iter().filter(|s| **s <= cursor) {
+                    acked.remove(sink_key(sink, *seq))?;
+                }
+                for seq in done.outbox.iter().filter(|s| **s > cursor) {
+                    acked.insert(sink_key(sink, *seq), &[][..])?;
+                }
+                if cursor != old {
+                    cursors.insert(sink.as_bytes(), &cursor.to_be_bytes())?;
+                }
+                for seq in &done.replayed {
+                    replay.remove(sink_key(sink, *seq))?;
+                }
+                for k in &unheld {
+                    held.remove(k.as_slice())?;
+                }
+                for d in &done.dead {
+                    dead.insert(sink_key(sink, d.seq), d.encode())?;
+                    held.insert(
+                        held_key(sink, &d.entry.object, &d.entry.key, d.seq),
+                        &[][..],
+                    )?;
+                }
+                for (seq, by) in &older {
+                    let k = sink_key(sink, *seq);
+                    if let Some(v) = dead.get(&k)? {
+                        let Some(mut d) = DeadLetter::decode(sink.to_string(), *seq, &v) else {
+                            continue;
+                        };
+                        if d.superseded_by.is_none() {
+                            d.superseded_by = Some(*by);
                             dead.insert(k, d.encode())?;
                             superseded.set(superseded.get() + 1);
                         }
+                    } else if let Some(v) = replay.get(&k)? {
+                        // Queued for replay but not sent yet: sending it
+                        // now would land after the newer version.
+                        let Some(entry) = OutboxEntry::decode(&v) else {
+                            continue;
+                        };
+                        let now = Utc::now();
+                        let d = DeadLetter {
+                            sink: sink.to_string(),
+                            seq: *seq,
+                            entry,
+                            error: "queued for replay when a newer version was delivered".into(),
+                            attempts: 0,
+                            first_failed: now,
+                            last_failed: now,
+                            superseded_by: Some(*by),
+                        };
+                        replay.remove(k.clone())?;
+                        dead.insert(k, d.encode())?;
+                        superseded.set(superseded.get() + 1);
                     }
-                    Ok::<(), ConflictableTransactionError<()>>(())
-                },
-            );
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
         result.map_err(tx_error)?;
         self.durable().await?;
         Ok(superseded.get())
@@ -942,7 +944,12 @@ impl Store {
     /// `redeliver`, it also forgets what it settled beyond `to`, so every
     /// held event after `to` is delivered to it again. Only while no
     /// daemon runs on the state dir.
-    pub async fn reset_cursor(&self, sink: &str, to: u64, redeliver: bool) -> Result<(), StoreError> {
+    pub async fn reset_cursor(
+        &self,
+        sink: &str,
+        to: u64,
+        redeliver: bool,
+    ) -> Result<(), StoreError> {
         let i = &self.inner;
         let mut acked = Vec::new();
         for k in i.acked.scan_prefix(seen_prefix(sink)).keys() {

@@ -46,6 +46,9 @@ pub struct FileSink {
     /// The file is known to end at a line boundary (set by our own
     /// complete writes; unknown at start and after a failed write).
     whole_lines: bool,
+    /// The file's length before a batch that failed part-way and could
+    /// not be cut back then: cut to it before the next attempt.
+    cut_to: Option<u64>,
 }
 
 impl FileSink {
@@ -70,6 +73,7 @@ impl FileSink {
             target,
             buf: Vec::new(),
             whole_lines: false,
+            cut_to: None,
         })
     }
 }
@@ -121,30 +125,67 @@ impl FileSink {
                 let buf = std::mem::take(&mut self.buf);
                 let path = path.clone();
                 let whole_lines = self.whole_lines;
+                let cut_to = self.cut_to;
                 // Blocking file I/O and fsync off the async threads.
-                let (res, buf) = tokio::task::spawn_blocking(move || {
-                    let res = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .and_then(|mut f| {
-                            if !whole_lines {
-                                drop_partial_line(&path)?;
-                            }
-                            f.write_all(&buf)?;
-                            f.sync_data()
-                        })
-                        .map_err(|e| format!("`{}`: {e}", path.display()));
-                    (res, buf)
+                let (res, cut_to, buf) = tokio::task::spawn_blocking(move || {
+                    let (res, cut_to) = append_batch(&path, &buf, whole_lines, cut_to);
+                    (
+                        res.map_err(|e| format!("`{}`: {e}", path.display())),
+                        cut_to,
+                        buf,
+                    )
                 })
                 .await
                 .map_err(|e| {
                     SinkError::Transient(format!("sink `{name}`: writer task failed: {e}"))
                 })?;
                 self.buf = buf;
+                self.cut_to = cut_to;
                 self.whole_lines = res.is_ok();
                 res.map_err(|e| SinkError::Transient(format!("sink `{name}`: {e}")))
             }
+        }
+    }
+}
+
+/// Appends one batch and syncs it. A batch that fails part-way (a full
+/// disk) is cut back to the file's length before it, so the retry writes
+/// its lines once, not the written part twice. Returns the length to cut
+/// to before the next attempt if that cut failed too.
+fn append_batch(
+    path: &std::path::Path,
+    buf: &[u8],
+    whole_lines: bool,
+    cut_to: Option<u64>,
+) -> (std::io::Result<()>, Option<u64>) {
+    let mut f = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return (Err(e), cut_to),
+    };
+    let prepared = match cut_to {
+        Some(len) => f.set_len(len).and_then(|_| f.sync_data()),
+        None if !whole_lines => drop_partial_line(path),
+        None => Ok(()),
+    };
+    if let Err(e) = prepared {
+        return (Err(e), cut_to);
+    }
+    let start = match f.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return (Err(e), None),
+    };
+    match f.write_all(buf).and_then(|_| f.sync_data()) {
+        Ok(()) => (Ok(()), None),
+        Err(e) => {
+            let cut = f.set_len(start).and_then(|_| f.sync_data());
+            if let Err(c) = &cut {
+                tracing::warn!(path = %path.display(), error = %c, "cannot cut a failed batch back yet; will before the retry");
+            }
+            (Err(e), cut.err().map(|_| start))
         }
     }
 }
