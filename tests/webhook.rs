@@ -850,6 +850,82 @@ async fn e2e_a_400_dead_letters_the_event_and_replay_delivers_it() {
     check(&sim, "purchase_orders", &rx.seen());
 }
 
+/// Issue 13.4: the receiver answers 401 to v1 (dead-lettered), the secret
+/// is fixed, it answers 200 to v2; `dlq replay` must not deliver v1 after
+/// v2 (the consumer would end on the stale version, under another id).
+#[tokio::test]
+async fn e2e_a_replayed_dead_letter_never_lands_after_a_newer_version() {
+    let sim = Simulator::start(sim_config()).await.unwrap();
+    let rx = Receiver::start(&[NEW], Mode::Always(401)).await;
+    let id = sim.create("purchase_orders", json!({}))["id"]
+        .as_u64()
+        .unwrap();
+    let (d, _dir) = start_daemon(&sim, &sink_lines(&rx.url(), ""));
+    let store = d.handles.store.clone();
+    wait_until("v1 dead-lettered", 60, || {
+        store.dead_letters(Some("webhook")).unwrap().len() == 1
+    })
+    .await;
+    rx.set_mode(Mode::Ok);
+    sim.update("purchase_orders", id, json!({"status": "closed"}));
+    wait_until("v1 superseded by the delivered v2", 60, || {
+        store.dead_letters(Some("webhook")).unwrap()[0]
+            .superseded_by
+            .is_some()
+    })
+    .await;
+    assert!(has_finals(&sim, &rx), "v2 arrived");
+    assert_eq!(
+        store.replay_dead(Some("webhook"), &[]).await.unwrap(),
+        0,
+        "a superseded dead letter is not replayed"
+    );
+    // Replays go before new events: once a later record arrives, anything
+    // replayed would have too.
+    sim.create("purchase_orders", json!({}));
+    wait_until("the next record", 60, || has_finals(&sim, &rx)).await;
+    assert_eq!(d.sink("webhook").superseded, 1);
+    let kept = store.dead_letters(Some("webhook")).unwrap();
+    stop(d).await;
+
+    let finals: BTreeMap<u64, DateTime<Utc>> = sim
+        .versions("purchase_orders")
+        .iter()
+        .map(|v| (v.id, v.updated_at))
+        .collect();
+    let arrivals: Vec<Option<DateTime<Utc>>> = rx
+        .seen()
+        .iter()
+        .filter(|s| s.id == id)
+        .map(|s| s.updated_at)
+        .collect();
+    assert_eq!(
+        arrivals.last().copied().flatten(),
+        Some(finals[&id]),
+        "the consumer ends on the newest version: {arrivals:?}"
+    );
+    // What reached the sink or its dead letters (the guarantee).
+    let received: Vec<coupa_changefeed::verify::Received> = rx
+        .accepted()
+        .iter()
+        .map(|a| a.json())
+        .chain(kept.iter().map(|d| d.entry.event_json()))
+        .map(|e| coupa_changefeed::verify::Received::from_event(&e).unwrap())
+        .collect();
+    let v = coupa_changefeed::verify::verify(
+        &sim.versions("purchase_orders"),
+        &received,
+        Duration::from_secs(1),
+    );
+    println!("{}", coupa_changefeed::verify::TABLE_HEADER);
+    println!(
+        "{}",
+        v.row("webhook 401 on v1, 200 on v2, dlq replay (v1 kept as superseded)")
+    );
+    assert!(v.is_clean(), "{v}");
+    check(&sim, "purchase_orders", &rx.seen());
+}
+
 #[tokio::test]
 async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     let sim = Simulator::start(sim_config()).await.unwrap();
