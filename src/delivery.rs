@@ -112,7 +112,7 @@ impl<S: Sink> Drain<S> {
     /// An error means the sink cannot go on (the daemon stops).
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), String> {
         let mut wake = self.store.subscribe();
-        self.check_missed();
+        self.check_missed().await;
         loop {
             let (source, batch) = match self.next_batch() {
                 Ok(b) => b,
@@ -145,8 +145,8 @@ impl<S: Sink> Drain<S> {
 
     /// A sink removed and added again finds its old cursor below what the
     /// outbox still holds: say what it missed instead of skipping silently.
-    fn check_missed(&self) {
-        match self.store.missed(&self.name) {
+    async fn check_missed(&self) {
+        match self.store.record_missed(&self.name).await {
             Ok(Some(m)) => {
                 warn!(
                     sink = %self.name,

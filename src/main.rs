@@ -547,20 +547,19 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
             let store = Store::open(&settings.state.dir)?;
             let floor = store.oldest_held()? - 1;
             let last = store.last_seq();
-            let missed = store.missed(&sink)?;
             if to == "oldest" {
-                let Some(m) = missed else {
-                    println!(
+                match store.acknowledge_missed(&sink).await? {
+                    Some(m) => println!(
+                        "{sink}: events {}..={} are gone and will not be sent; acknowledged (cursor at {})",
+                        m.from,
+                        m.to,
+                        store.cursor(&sink)?
+                    ),
+                    None => println!(
                         "{sink}: missed nothing; cursor left at {}",
                         store.cursor(&sink)?
-                    );
-                    return Ok(());
-                };
-                store.reset_cursor(&sink, floor, false).await?;
-                println!(
-                    "{sink}: events {}..={} are gone and will not be sent; cursor moved to {floor}",
-                    m.from, m.to
-                );
+                    ),
+                }
                 return Ok(());
             }
             let n: u64 = to.parse().with_context(|| {

@@ -5,7 +5,9 @@
 //! commits are not durable on return). It knows nothing of Coupa or sinks.
 //!
 //! Trees and keys:
-//! - `meta`: `format_version` → u32 BE; `next_seq` → u64 BE.
+//! - `meta`: `format_version` → u32 BE; `next_seq` → u64 BE;
+//!   `missed \0 sink` → two u64 BE: the events a re-added sink missed (kept
+//!   until `state reset-sink` acknowledges them).
 //! - `objects`: object name → JSON [`ObjectState`].
 //! - `seen`: `object \0 ts(i64 µs, sign-flipped BE) id` → sha256 of the record.
 //! - `outbox`: seq (u64 BE) → JSON [`OutboxEntry`].
@@ -312,6 +314,12 @@ fn split_sink_key(k: &[u8]) -> Option<(String, u64)> {
     }
     let sink = String::from_utf8(k[..cut].to_vec()).ok()?;
     Some((sink, u64_be(&k[cut + 1..])?))
+}
+
+fn missed_key(sink: &str) -> Vec<u8> {
+    let mut k = b"missed\0".to_vec();
+    k.extend_from_slice(sink.as_bytes());
+    k
 }
 
 /// `sink \0 object \0 key \0` for the `held` index.
@@ -926,18 +934,60 @@ impl Store {
         })
     }
 
-    /// Events released while `sink` was not configured (it has a stored
-    /// cursor below the oldest held entry): they will never reach it. A
-    /// sink without a cursor is new and starts from what is held.
+    /// Events released while `sink` was not configured: a gap recorded
+    /// earlier, or its stored cursor lying below the oldest held entry now.
+    /// A sink without a cursor is new and starts from what is held.
     pub fn missed(&self, sink: &str) -> Result<Option<Missed>, StoreError> {
+        let stored = self.inner.meta.get(missed_key(sink))?.and_then(|v| {
+            Some(Missed {
+                from: u64_be(v.get(..8)?)?,
+                to: u64_be(v.get(8..16)?)?,
+            })
+        });
         let Some(c) = self.inner.cursors.get(sink)?.and_then(|v| u64_be(&v)) else {
-            return Ok(None);
+            return Ok(stored);
         };
         let oldest = self.oldest_held()?;
-        Ok((c + 1 < oldest).then_some(Missed {
+        let now = (c + 1 < oldest).then_some(Missed {
             from: c + 1,
             to: oldest - 1,
-        }))
+        });
+        Ok(match (stored, now) {
+            (Some(a), Some(b)) => Some(Missed {
+                from: a.from.min(b.from),
+                to: a.to.max(b.to),
+            }),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// [`Store::missed`], recorded so it outlives the sink's catching up
+    /// (the daemon calls it as a sink starts).
+    pub async fn record_missed(&self, sink: &str) -> Result<Option<Missed>, StoreError> {
+        let m = self.missed(sink)?;
+        if let Some(m) = m {
+            let mut v = m.from.to_be_bytes().to_vec();
+            v.extend_from_slice(&m.to.to_be_bytes());
+            self.inner.meta.insert(missed_key(sink), v)?;
+            self.durable().await?;
+        }
+        Ok(m)
+    }
+
+    /// Accepts what `sink` missed: moves a cursor lying below the oldest
+    /// held entry up to just before it and forgets the recorded gap.
+    /// Returns the gap, if there was one.
+    pub async fn acknowledge_missed(&self, sink: &str) -> Result<Option<Missed>, StoreError> {
+        let m = self.missed(sink)?;
+        if m.is_some() {
+            let floor = self.oldest_held()? - 1;
+            if self.inner.cursors.contains_key(sink)? && self.cursor(sink)? < floor {
+                self.reset_cursor(sink, floor, false).await?;
+            }
+            self.inner.meta.remove(missed_key(sink))?;
+            self.durable().await?;
+        }
+        Ok(m)
     }
 
     /// Sets `sink`'s cursor to `to` (0: none, as a new sink). With
