@@ -1157,6 +1157,103 @@ mod tests {
         assert_eq!(s.sink_backlog("a").unwrap(), 0);
     }
 
+    fn dead(seq: u64, key: &str) -> DeadLetter {
+        DeadLetter {
+            sink: "s".into(),
+            seq,
+            entry: OutboxEntry {
+                key: key.into(),
+                ..entry(seq)
+            },
+            error: "HTTP 401".into(),
+            attempts: 1,
+            first_failed: Utc::now(),
+            last_failed: Utc::now(),
+            superseded_by: None,
+        }
+    }
+
+    fn delivered(seq: u64, key: &str) -> (u64, String, String) {
+        (seq, "purchase_orders".into(), key.into())
+    }
+
+    #[tokio::test]
+    async fn a_newer_delivered_version_supersedes_older_dead_letters_and_queued_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let entries = (1..=6).map(entry).collect();
+        s.commit_page("po", &ObjectState::default(), &[], entries)
+            .await
+            .unwrap();
+        // Record `a`: 1 and 2 dead; record `b`: 3 dead.
+        let round = Settled {
+            outbox: vec![1, 2, 3],
+            dead: vec![dead(1, "a"), dead(2, "a"), dead(3, "b")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 0);
+        // 2 is queued for replay, then 4 (a newer `a`) is delivered: 1 is
+        // marked, 2 leaves the replay queue and is listed as superseded.
+        assert_eq!(s.replay_dead(Some("s"), &[2]).await.unwrap(), 1);
+        let round = Settled {
+            outbox: vec![4],
+            delivered: vec![delivered(4, "a")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 2);
+        assert!(s.replays("s", 10).unwrap().is_empty());
+        let marks: Vec<(u64, Option<u64>)> = s
+            .dead_letters(Some("s"))
+            .unwrap()
+            .iter()
+            .map(|d| (d.seq, d.superseded_by))
+            .collect();
+        assert_eq!(marks, [(1, Some(4)), (2, Some(4)), (3, None)]);
+        // Replay skips the superseded; `b`'s replay delivered leaves the index.
+        assert_eq!(s.replay_dead(Some("s"), &[]).await.unwrap(), 1);
+        let round = Settled {
+            replayed: vec![3],
+            delivered: vec![delivered(3, "b")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 0);
+        // Dropping clears the rest of the index: nothing is left to mark.
+        assert_eq!(s.drop_dead(Some("s"), &[]).await.unwrap(), 2);
+        assert_eq!(s.inner.held.len(), 0);
+        let round = Settled {
+            outbox: vec![5, 6],
+            delivered: vec![delivered(5, "a"), delivered(6, "b")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn reset_cursor_rewinds_and_forgets_what_was_settled_beyond() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let entries = (1..=4).map(entry).collect();
+        s.commit_page("po", &ObjectState::default(), &[], entries)
+            .await
+            .unwrap();
+        let round = Settled {
+            outbox: vec![1, 2, 4],
+            ..Settled::default()
+        };
+        s.settle("s", round).await.unwrap();
+        assert_eq!(
+            (s.cursor("s").unwrap(), s.acked_beyond("s").unwrap().len()),
+            (2, 1)
+        );
+        s.reset_cursor("s", 3, false).await.unwrap();
+        assert_eq!(s.acked_beyond("s").unwrap().len(), 1, "4 stays settled");
+        s.reset_cursor("s", 1, true).await.unwrap();
+        assert_eq!(s.cursor("s").unwrap(), 1);
+        assert!(s.acked_beyond("s").unwrap().is_empty(), "2..=4 go again");
+        s.reset_cursor("s", 0, true).await.unwrap();
+        assert_eq!(s.missed("s").unwrap(), None, "no cursor: a new sink");
+    }
+
     #[tokio::test]
     async fn prune_keeps_recent_and_undated() {
         let dir = tempfile::tempdir().unwrap();

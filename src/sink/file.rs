@@ -248,6 +248,22 @@ mod tests {
         assert!(FileSink::open("f".into(), "/nonexistent/dir/x.jsonl").is_err());
     }
 
+    #[test]
+    fn a_batch_that_could_not_be_cut_back_is_cut_before_the_next_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // 4 bytes of an earlier batch, then a failed batch's whole lines.
+        std::fs::write(&path, "{}\n\n{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let (res, cut) = append_batch(&path, b"{\"a\":1}\n{\"a\":2}\n", true, Some(4));
+        assert!(res.is_ok() && cut.is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{}\n\n{\"a\":1}\n{\"a\":2}\n", "written once");
+        // A directory where the file should be: the open fails, the cut waits.
+        let (res, cut) = append_batch(dir.path(), b"x\n", true, Some(7));
+        assert!(res.is_err());
+        assert_eq!(cut, Some(7));
+    }
+
     #[tokio::test]
     async fn an_unfinished_last_line_from_a_crash_is_cut_before_appending() {
         let dir = tempfile::tempdir().unwrap();
