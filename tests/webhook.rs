@@ -60,6 +60,9 @@ enum Mode {
     Redirect,
     /// Answers 200 after this long.
     Slow(Duration),
+    /// Stores the event (recorded as accepted) at once, answers 200 after
+    /// this long: a receiver slower than the sink's `timeout`.
+    StoreThenSlow(Duration),
 }
 
 /// One request as the receiver saw it.
@@ -251,6 +254,20 @@ async fn hook(State(s): State<Arc<RxState>>, uri: Uri, h: HeaderMap, body: Bytes
                 Mode::Slow(d) => {
                     tokio::time::sleep(d).await;
                     StatusCode::OK
+                }
+                Mode::StoreThenSlow(d) => {
+                    s.attempts.lock().unwrap().push(Attempt {
+                        webhook_id: header(&h, "webhook-id").unwrap_or_default(),
+                        signature: header(&h, "webhook-signature").unwrap_or_default(),
+                        content_type: header(&h, "content-type").unwrap_or_default(),
+                        query: uri.query().map(str::to_string),
+                        tenant: header(&h, "x-tenant"),
+                        body: body.to_vec(),
+                        status: 200,
+                    });
+                    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    tokio::time::sleep(d).await;
+                    return (StatusCode::OK, "ok").into_response();
                 }
             }
         }
@@ -485,6 +502,25 @@ async fn a_slow_receiver_times_out_as_a_transient_failure() {
     let out = s.deliver(&batch(vec![event(1, 1)])).await;
     let m = transient(&out[0]);
     assert!(m.contains("timeout"), "{m}");
+}
+
+/// Issue 13.9: a receiver that stores an event but answers after the
+/// sink's `timeout` gets it again, with the same `webhook-id`. Inherent to
+/// HTTP (the sink cannot tell "not stored" from "answered late"); the
+/// README says so and receivers deduplicate on the id.
+#[tokio::test]
+async fn a_receiver_answering_after_the_timeout_gets_the_event_again_with_the_same_id() {
+    let rx = Receiver::start(&[NEW], Mode::StoreThenSlow(Duration::from_secs(2))).await;
+    let mut cfg = config(&rx.url(), &[NEW]);
+    cfg.timeout = Duration::from_millis(300);
+    let mut s = sink(&cfg);
+    let b = batch(vec![event(1, 1)]);
+    assert!(transient(&s.deliver(&b).await[0]).contains("timeout"));
+    rx.set_mode(Mode::Ok);
+    assert_eq!(s.deliver(&b).await[0], Ok(()));
+    let stored: Vec<String> = rx.accepted().iter().map(|a| a.webhook_id.clone()).collect();
+    assert_eq!(stored.len(), 2, "stored twice: {stored:?}");
+    assert_eq!(stored[0], stored[1], "with the same webhook-id");
 }
 
 /// A port with nothing listening (bound, then released).
