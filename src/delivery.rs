@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::shutdown::Shutdown;
 use crate::sink::{RetryPolicy, Sink, SinkError};
-use crate::store::{DeadLetter, OutboxEntry, Settled, Store};
+use crate::store::{DeadLetter, Missed, OutboxEntry, Settled, Store};
 
 /// Events per delivery batch.
 pub const BATCH: usize = 500;
@@ -39,6 +39,11 @@ pub struct SinkStatus {
     pub last_delivery: Option<DateTime<Utc>>,
     /// The sink's `max_retry_age` (readiness calls a sink stuck past it).
     pub retry_budget: Option<Duration>,
+    /// Dead letters marked superseded (a newer version of their record was
+    /// delivered, so a replay skips them) since the start.
+    pub superseded: u64,
+    /// Found at start: events released while this sink was not configured.
+    pub missed: Option<Missed>,
 }
 
 /// How a batch ended.
@@ -107,6 +112,7 @@ impl<S: Sink> Drain<S> {
     /// An error means the sink cannot go on (the daemon stops).
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), String> {
         let mut wake = self.store.subscribe();
+        self.check_missed().await;
         loop {
             let (source, batch) = match self.next_batch() {
                 Ok(b) => b,
@@ -134,6 +140,25 @@ impl<S: Sink> Drain<S> {
                 }
                 Batch::Fatal(e) => return Err(e),
             }
+        }
+    }
+
+    /// A sink removed and added again finds its old cursor below what the
+    /// outbox still holds: say what it missed instead of skipping silently.
+    async fn check_missed(&self) {
+        match self.store.record_missed(&self.name).await {
+            Ok(Some(m)) => {
+                warn!(
+                    sink = %self.name,
+                    from = m.from,
+                    to = m.to,
+                    "events {}..={} were released while this sink was not configured and will not reach it; `coupa-changefeed state reset-sink {} --to oldest` acknowledges the gap",
+                    m.from, m.to, self.name
+                );
+                self.status.lock().unwrap_or_else(|p| p.into_inner()).missed = Some(m);
+            }
+            Ok(None) => {}
+            Err(e) => warn!(sink = %self.name, error = %e, "cannot check the sink's cursor"),
         }
     }
 
@@ -191,6 +216,9 @@ impl<S: Sink> Drain<S> {
                 let dead_reason = match outcome {
                     Ok(()) => {
                         delivered += 1;
+                        settled
+                            .delivered
+                            .push((seq, entry.object.clone(), entry.key.clone()));
                         None
                     }
                     Err(SinkError::Permanent(e)) => Some(e),
@@ -236,6 +264,7 @@ impl<S: Sink> Drain<S> {
                         attempts: n + 1,
                         first_failed: first,
                         last_failed: Utc::now(),
+                        superseded_by: None,
                     });
                 }
                 match source {
@@ -244,9 +273,16 @@ impl<S: Sink> Drain<S> {
                 }
             }
             let dead = settled.dead.len() as u64;
-            if let Err(e) = self.store.settle(&self.name, settled).await {
-                // Not recorded: the events may be delivered again (same ids).
-                error!(sink = %self.name, error = %e, "cannot record delivery progress");
+            let superseded = match self.store.settle(&self.name, settled).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // Not recorded: the events may be delivered again (same ids).
+                    error!(sink = %self.name, error = %e, "cannot record delivery progress");
+                    0
+                }
+            };
+            if superseded > 0 {
+                info!(sink = %self.name, superseded, "dead letters superseded by a newer delivered version; `dlq replay` skips them");
             }
             if source == Source::Outbox {
                 match self.store.release(&self.all_sinks) {
@@ -260,6 +296,7 @@ impl<S: Sink> Drain<S> {
             {
                 let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 st.delivered += delivered;
+                st.superseded += superseded;
                 st.retries += retry.len() as u64;
                 if delivered > 0 {
                     st.last_delivery = Some(Utc::now());

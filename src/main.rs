@@ -130,6 +130,17 @@ enum StateAction {
         #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Move one sink's cursor: `oldest` acknowledges events it missed while
+    /// not configured; SEQ delivers every held event after SEQ to it again.
+    ResetSink {
+        /// Sink name.
+        sink: String,
+        /// `oldest` (the default) or a sequence number.
+        #[arg(long, default_value = "oldest")]
+        to: String,
+        #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -402,9 +413,17 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                 serde_json::Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
+            let mut superseded = 0;
             for d in &dead {
+                let note = match d["superseded_by"].as_u64() {
+                    Some(by) => {
+                        superseded += 1;
+                        format!("[superseded by seq {by}: not replayed] ")
+                    }
+                    None => String::new(),
+                };
                 println!(
-                    "{:<16} {:>10} {:<24} {:<12} {:>8}  {}",
+                    "{:<16} {:>10} {:<24} {:<12} {:>8}  {note}{}",
                     text(&d["sink"]),
                     text(&d["seq"]),
                     text(&d["object"]),
@@ -413,14 +432,29 @@ async fn dlq(action: DlqAction) -> anyhow::Result<()> {
                     text(&d["error"])
                 );
             }
-            println!("{} dead letter(s)", dead.len());
+            println!(
+                "{} dead letter(s), {superseded} superseded by a newer delivered version",
+                dead.len()
+            );
             Ok(())
         }
         DlqAction::Replay { sink, seqs, config } => {
-            let n = Dlq::open(config.as_deref(), sink.as_deref())?
-                .replay(sink.as_deref(), &seqs)
-                .await?;
+            let dlq = Dlq::open(config.as_deref(), sink.as_deref())?;
+            let n = dlq.replay(sink.as_deref(), &seqs).await?;
             println!("{n} dead letter(s) queued for delivery; the daemon sends them next");
+            // What stays behind: superseded ones are never replayed.
+            let skipped = dlq
+                .list(sink.as_deref())
+                .await?
+                .iter()
+                .filter(|d| {
+                    d["superseded_by"].is_u64()
+                        && (seqs.is_empty() || d["seq"].as_u64().is_some_and(|s| seqs.contains(&s)))
+                })
+                .count();
+            if skipped > 0 {
+                println!("{skipped} superseded dead letter(s) skipped: a newer version of their record was delivered (`dlq drop` clears them)");
+            }
             Ok(())
         }
         DlqAction::Drop {
@@ -473,7 +507,11 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
                 let cursor = store.cursor(&name)?;
                 let backlog = store.sink_backlog(&name)?;
                 let dead = store.dead_letters(Some(&name))?.len();
-                println!("{name:<24} {cursor:>12} {backlog:>10} {dead:>12}");
+                let missed = store
+                    .missed(&name)?
+                    .map(|m| format!("  missed {}..={} (state reset-sink)", m.from, m.to))
+                    .unwrap_or_default();
+                println!("{name:<24} {cursor:>12} {backlog:>10} {dead:>12}{missed}");
             }
             Ok(())
         }
@@ -495,6 +533,52 @@ async fn state(action: StateAction) -> anyhow::Result<()> {
                 Some(t) => println!("{object}: will replay from {}", rfc3339(t)),
                 None => println!("{object}: reset; will start from its configured start_from"),
             }
+            Ok(())
+        }
+        StateAction::ResetSink { sink, to, config } => {
+            let settings = Settings::load(config.as_deref())?;
+            if !settings.sinks.iter().any(|c| c.name() == sink) {
+                let names: Vec<String> = settings.sinks.iter().map(|c| c.name()).collect();
+                anyhow::bail!(
+                    "sink `{sink}` is not configured (configured: {})",
+                    names.join(", ")
+                );
+            }
+            let store = Store::open(&settings.state.dir)?;
+            let floor = store.oldest_held()? - 1;
+            let last = store.last_seq();
+            if to == "oldest" {
+                match store.acknowledge_missed(&sink).await? {
+                    Some(m) => println!(
+                        "{sink}: events {}..={} are gone and will not be sent; acknowledged (cursor at {})",
+                        m.from,
+                        m.to,
+                        store.cursor(&sink)?
+                    ),
+                    None => println!(
+                        "{sink}: missed nothing; cursor left at {}",
+                        store.cursor(&sink)?
+                    ),
+                }
+                return Ok(());
+            }
+            let n: u64 = to.parse().with_context(|| {
+                format!("--to `{to}` is neither `oldest` nor a sequence number")
+            })?;
+            if n > last {
+                anyhow::bail!("--to {n} is beyond the last event ({last})");
+            }
+            if n < floor {
+                anyhow::bail!(
+                    "--to {n} is below the oldest event still held ({}): the ones before were released; use --to oldest",
+                    floor + 1
+                );
+            }
+            store.reset_cursor(&sink, n, true).await?;
+            println!(
+                "{sink}: cursor at {n}; the {} held event(s) after it will be delivered to it again",
+                last - n
+            );
             Ok(())
         }
     }

@@ -317,6 +317,13 @@ impl Collector for SnapshotCollector {
         )?;
         family(
             &mut e,
+            "sink_superseded",
+            "Dead letters superseded by a newer delivered version of their record (replay skips them)",
+            counter,
+            per_sink(|k| k.superseded),
+        )?;
+        family(
+            &mut e,
             "sink_retries",
             "Event deliveries retried",
             counter,

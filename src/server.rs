@@ -125,6 +125,11 @@ pub struct SinkView {
     pub last_error: Option<String>,
     pub failing_since: Option<String>,
     pub last_delivery: Option<String>,
+    /// Dead letters superseded by a newer delivered version (this run).
+    pub superseded: u64,
+    /// Events released while the sink was not configured (found at start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missed: Option<crate::store::Missed>,
 }
 
 /// Why the daemon is not ready (one per failing part).
@@ -309,6 +314,8 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             last_error: st.last_error,
             failing_since: ts(st.failing_since),
             last_delivery: ts(st.last_delivery),
+            superseded: st.superseded,
+            missed: st.missed,
         });
     }
     if let Some(reason) = h.client.clock_problem() {

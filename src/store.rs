@@ -5,7 +5,9 @@
 //! commits are not durable on return). It knows nothing of Coupa or sinks.
 //!
 //! Trees and keys:
-//! - `meta`: `format_version` → u32 BE; `next_seq` → u64 BE.
+//! - `meta`: `format_version` → u32 BE; `next_seq` → u64 BE;
+//!   `missed \0 sink` → two u64 BE: the events a re-added sink missed (kept
+//!   until `state reset-sink` acknowledges them).
 //! - `objects`: object name → JSON [`ObjectState`].
 //! - `seen`: `object \0 ts(i64 µs, sign-flipped BE) id` → sha256 of the record.
 //! - `outbox`: seq (u64 BE) → JSON [`OutboxEntry`].
@@ -16,6 +18,10 @@
 //! - `dead`: `sink \0 seq` → JSON [`DeadLetter`] without its event, then
 //!   `\n`, then the event bytes.
 //! - `replay`: `sink \0 seq` → an outbox entry queued again for one sink.
+//! - `held`: `sink \0 object \0 key \0 seq` → empty: an index of the
+//!   dead letters and queued replays by record, so delivering a newer
+//!   version can mark them superseded. One row per dead letter: bounded by
+//!   the dead letters held, gone when they are dropped or delivered.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,6 +177,11 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub first_failed: DateTime<Utc>,
     pub last_failed: DateTime<Utc>,
+    /// The seq of a newer version of the same record this sink delivered
+    /// since: replaying this one would leave the consumer on a stale
+    /// version, so `replay` skips it (it stays listed until dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub superseded_by: Option<u64>,
 }
 
 /// Head of a stored dead letter (the entry is stored beside it).
@@ -182,6 +193,8 @@ struct DeadHead {
     attempts: u32,
     first_failed: DateTime<Utc>,
     last_failed: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    superseded_by: Option<u64>,
 }
 
 impl DeadLetter {
@@ -193,6 +206,7 @@ impl DeadLetter {
             attempts: self.attempts,
             first_failed: self.first_failed,
             last_failed: self.last_failed,
+            superseded_by: self.superseded_by,
         };
         let mut v = serde_json::to_vec(&head).expect("head serialises");
         v.push(b'\n');
@@ -215,6 +229,7 @@ impl DeadLetter {
             attempts: head.attempts,
             first_failed: head.first_failed,
             last_failed: head.last_failed,
+            superseded_by: head.superseded_by,
         })
     }
 }
@@ -228,6 +243,18 @@ pub struct Settled {
     pub replayed: Vec<u64>,
     /// New dead letters (from either source).
     pub dead: Vec<DeadLetter>,
+    /// `(seq, object, key)` of the events that reached the sink (either
+    /// source): older dead letters of those records become superseded.
+    pub delivered: Vec<(u64, String, String)>,
+}
+
+/// A sink's cursor lies below the oldest event still held: the events in
+/// `from..=to` were released while the sink was not configured and will
+/// never reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Missed {
+    pub from: u64,
+    pub to: u64,
 }
 
 /// A seen-set entry written with a page.
@@ -255,6 +282,7 @@ struct Inner {
     acked: sled::Tree,
     dead: sled::Tree,
     replay: sled::Tree,
+    held: sled::Tree,
     /// Serialises outbox commits so sequence order is commit order: a sink
     /// that has read seq n can never later find a smaller seq appear.
     commit: tokio::sync::Mutex<()>,
@@ -295,6 +323,28 @@ fn split_sink_key(k: &[u8]) -> Option<(String, u64)> {
     }
     let sink = String::from_utf8(k[..cut].to_vec()).ok()?;
     Some((sink, u64_be(&k[cut + 1..])?))
+}
+
+fn missed_key(sink: &str) -> Vec<u8> {
+    let mut k = b"missed\0".to_vec();
+    k.extend_from_slice(sink.as_bytes());
+    k
+}
+
+/// `sink \0 object \0 key \0` for the `held` index.
+fn held_prefix(sink: &str, object: &str, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(sink.len() + object.len() + key.len() + 11);
+    for part in [sink, object, key] {
+        k.extend_from_slice(part.as_bytes());
+        k.push(0);
+    }
+    k
+}
+
+fn held_key(sink: &str, object: &str, key: &str, seq: u64) -> Vec<u8> {
+    let mut k = held_prefix(sink, object, key);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
 }
 
 fn seen_key(object: &str, ts: Option<DateTime<Utc>>, id: &str) -> Vec<u8> {
@@ -431,6 +481,7 @@ impl Store {
                 acked: db.open_tree("acked")?,
                 dead: db.open_tree("dead")?,
                 replay: db.open_tree("replay")?,
+                held: db.open_tree("held")?,
                 meta,
                 db,
                 commit: tokio::sync::Mutex::new(()),
@@ -669,8 +720,11 @@ impl Store {
 
     /// Records what a delivery round settled and moves the sink's cursor
     /// over every settled entry in a row, in one transaction, then
-    /// flushes. Nothing settled is delivered again after a restart.
-    pub async fn settle(&self, sink: &str, done: Settled) -> Result<(), StoreError> {
+    /// flushes. Nothing settled is delivered again after a restart. Older
+    /// dead letters (and queued replays) of a record a newer version of
+    /// which was delivered are marked superseded in the same transaction.
+    /// Returns how many were.
+    pub async fn settle(&self, sink: &str, mut done: Settled) -> Result<u64, StoreError> {
         let i = &self.inner;
         // Work out the new cursor first, so entries settled in order (the
         // usual case) move the cursor without passing through `acked`.
@@ -688,8 +742,53 @@ impl Store {
             }
             cursor = seq;
         }
-        let result: Result<(), TransactionError<()>> = (&i.acked, &i.dead, &i.replay, &i.cursors)
-            .transaction(|(acked, dead, replay, cursors)| {
+        // The newest version of each record delivered this round.
+        let mut newest: std::collections::HashMap<(String, String), u64> =
+            std::collections::HashMap::new();
+        for (seq, object, key) in &done.delivered {
+            let n = newest.entry((object.clone(), key.clone())).or_default();
+            *n = (*n).max(*seq);
+        }
+        let mut fresh_superseded = 0;
+        for d in &mut done.dead {
+            let record = (d.entry.object.clone(), d.entry.key.clone());
+            if let Some(&n) = newest.get(&record).filter(|n| **n > d.seq) {
+                d.superseded_by = Some(n);
+                fresh_superseded += 1;
+            }
+        }
+        // Older ones held from earlier rounds, found through the index (a
+        // sink without dead letters pays one empty scan).
+        let replayed: std::collections::HashSet<u64> = done.replayed.iter().copied().collect();
+        let now_dead: std::collections::HashSet<u64> = done.dead.iter().map(|d| d.seq).collect();
+        let mut older: Vec<(u64, u64)> = Vec::new();
+        if !newest.is_empty() && i.held.scan_prefix(seen_prefix(sink)).next().is_some() {
+            for ((object, key), n) in &newest {
+                let prefix = held_prefix(sink, object, key);
+                for k in i.held.scan_prefix(&prefix).keys() {
+                    let k = k?;
+                    let Some(seq) = k.get(prefix.len()..).and_then(u64_be) else {
+                        continue;
+                    };
+                    if seq < *n && !replayed.contains(&seq) && !now_dead.contains(&seq) {
+                        older.push((seq, *n));
+                    }
+                }
+            }
+        }
+        // Replays delivered now leave the index.
+        let unheld: Vec<Vec<u8>> = done
+            .delivered
+            .iter()
+            .filter(|(seq, ..)| replayed.contains(seq))
+            .map(|(seq, object, key)| held_key(sink, object, key, *seq))
+            .collect();
+        let superseded = std::cell::Cell::new(0u64);
+        let result: Result<(), TransactionError<()>> = (
+            &i.acked, &i.dead, &i.replay, &i.cursors, &i.held,
+        )
+            .transaction(|(acked, dead, replay, cursors, held)| {
+                superseded.set(fresh_superseded);
                 for seq in stored.iter().filter(|s| **s <= cursor) {
                     acked.remove(sink_key(sink, *seq))?;
                 }
@@ -702,14 +801,54 @@ impl Store {
                 for seq in &done.replayed {
                     replay.remove(sink_key(sink, *seq))?;
                 }
+                for k in &unheld {
+                    held.remove(k.as_slice())?;
+                }
                 for d in &done.dead {
                     dead.insert(sink_key(sink, d.seq), d.encode())?;
+                    held.insert(
+                        held_key(sink, &d.entry.object, &d.entry.key, d.seq),
+                        &[][..],
+                    )?;
+                }
+                for (seq, by) in &older {
+                    let k = sink_key(sink, *seq);
+                    if let Some(v) = dead.get(&k)? {
+                        let Some(mut d) = DeadLetter::decode(sink.to_string(), *seq, &v) else {
+                            continue;
+                        };
+                        if d.superseded_by.is_none() {
+                            d.superseded_by = Some(*by);
+                            dead.insert(k, d.encode())?;
+                            superseded.set(superseded.get() + 1);
+                        }
+                    } else if let Some(v) = replay.get(&k)? {
+                        // Queued for replay but not sent yet: sending it
+                        // now would land after the newer version.
+                        let Some(entry) = OutboxEntry::decode(&v) else {
+                            continue;
+                        };
+                        let now = Utc::now();
+                        let d = DeadLetter {
+                            sink: sink.to_string(),
+                            seq: *seq,
+                            entry,
+                            error: "queued for replay when a newer version was delivered".into(),
+                            attempts: 0,
+                            first_failed: now,
+                            last_failed: now,
+                            superseded_by: Some(*by),
+                        };
+                        replay.remove(k.clone())?;
+                        dead.insert(k, d.encode())?;
+                        superseded.set(superseded.get() + 1);
+                    }
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
         result.map_err(tx_error)?;
         self.durable().await?;
-        Ok(())
+        Ok(superseded.get())
     }
 
     /// Entries queued for `sink` by [`Store::replay_dead`], oldest first.
@@ -760,8 +899,11 @@ impl Store {
     /// Moves dead letters (of `sink` or all; `seqs` empty = every one) back
     /// to their sink's replay queue; a running daemon delivers them next.
     /// Returns how many.
+    /// Superseded ones (see [`DeadLetter::superseded_by`]) are skipped:
+    /// they would land after the newer version and leave it stale.
     pub async fn replay_dead(&self, sink: Option<&str>, seqs: &[u64]) -> Result<usize, StoreError> {
-        let picked = self.pick_dead(sink, seqs)?;
+        let mut picked = self.pick_dead(sink, seqs)?;
+        picked.retain(|d| d.superseded_by.is_none());
         let i = &self.inner;
         let result: Result<(), TransactionError<()>> =
             (&i.dead, &i.replay).transaction(|(dead, replay)| {
@@ -782,11 +924,16 @@ impl Store {
     /// Deletes dead letters (of `sink` or all; `seqs` empty = every one).
     pub async fn drop_dead(&self, sink: Option<&str>, seqs: &[u64]) -> Result<usize, StoreError> {
         let picked = self.pick_dead(sink, seqs)?;
-        let mut batch = sled::Batch::default();
-        for d in &picked {
-            batch.remove(sink_key(&d.sink, d.seq));
-        }
-        self.inner.dead.apply_batch(batch)?;
+        let i = &self.inner;
+        let result: Result<(), TransactionError<()>> =
+            (&i.dead, &i.held).transaction(|(dead, held)| {
+                for d in &picked {
+                    dead.remove(sink_key(&d.sink, d.seq))?;
+                    held.remove(held_key(&d.sink, &d.entry.object, &d.entry.key, d.seq))?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(tx_error)?;
         self.durable().await?;
         Ok(picked.len())
     }
@@ -807,6 +954,104 @@ impl Store {
             .get(sink)?
             .and_then(|v| u64_be(&v))
             .unwrap_or(0))
+    }
+
+    /// The oldest seq still in the outbox, or the next to come when empty.
+    pub fn oldest_held(&self) -> Result<u64, StoreError> {
+        Ok(match self.inner.outbox.first()? {
+            Some((k, _)) => u64_be(&k).unwrap_or(1),
+            None => self.last_seq() + 1,
+        })
+    }
+
+    /// Events released while `sink` was not configured: a gap recorded
+    /// earlier, or its stored cursor lying below the oldest held entry now.
+    /// A sink without a cursor is new and starts from what is held.
+    pub fn missed(&self, sink: &str) -> Result<Option<Missed>, StoreError> {
+        let stored = self.inner.meta.get(missed_key(sink))?.and_then(|v| {
+            Some(Missed {
+                from: u64_be(v.get(..8)?)?,
+                to: u64_be(v.get(8..16)?)?,
+            })
+        });
+        let Some(c) = self.inner.cursors.get(sink)?.and_then(|v| u64_be(&v)) else {
+            return Ok(stored);
+        };
+        let oldest = self.oldest_held()?;
+        let now = (c + 1 < oldest).then_some(Missed {
+            from: c + 1,
+            to: oldest - 1,
+        });
+        Ok(match (stored, now) {
+            (Some(a), Some(b)) => Some(Missed {
+                from: a.from.min(b.from),
+                to: a.to.max(b.to),
+            }),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// [`Store::missed`], recorded so it outlives the sink's catching up
+    /// (the daemon calls it as a sink starts).
+    pub async fn record_missed(&self, sink: &str) -> Result<Option<Missed>, StoreError> {
+        let m = self.missed(sink)?;
+        if let Some(m) = m {
+            let mut v = m.from.to_be_bytes().to_vec();
+            v.extend_from_slice(&m.to.to_be_bytes());
+            self.inner.meta.insert(missed_key(sink), v)?;
+            self.durable().await?;
+        }
+        Ok(m)
+    }
+
+    /// Accepts what `sink` missed: moves a cursor lying below the oldest
+    /// held entry up to just before it and forgets the recorded gap.
+    /// Returns the gap, if there was one.
+    pub async fn acknowledge_missed(&self, sink: &str) -> Result<Option<Missed>, StoreError> {
+        let m = self.missed(sink)?;
+        if m.is_some() {
+            let floor = self.oldest_held()? - 1;
+            if self.inner.cursors.contains_key(sink)? && self.cursor(sink)? < floor {
+                self.reset_cursor(sink, floor, false).await?;
+            }
+            self.inner.meta.remove(missed_key(sink))?;
+            self.durable().await?;
+        }
+        Ok(m)
+    }
+
+    /// Sets `sink`'s cursor to `to` (0: none, as a new sink). With
+    /// `redeliver`, it also forgets what it settled beyond `to`, so every
+    /// held event after `to` is delivered to it again. Only while no
+    /// daemon runs on the state dir.
+    pub async fn reset_cursor(
+        &self,
+        sink: &str,
+        to: u64,
+        redeliver: bool,
+    ) -> Result<(), StoreError> {
+        let i = &self.inner;
+        let mut acked = Vec::new();
+        for k in i.acked.scan_prefix(seen_prefix(sink)).keys() {
+            let k = k?;
+            if redeliver || split_sink_key(&k).is_some_and(|(_, seq)| seq <= to) {
+                acked.push(k);
+            }
+        }
+        let result: Result<(), TransactionError<()>> =
+            (&i.acked, &i.cursors).transaction(|(a, cursors)| {
+                for k in &acked {
+                    a.remove(k)?;
+                }
+                if to == 0 {
+                    cursors.remove(sink.as_bytes())?;
+                } else {
+                    cursors.insert(sink.as_bytes(), &to.to_be_bytes())?;
+                }
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(tx_error)?;
+        self.durable().await
     }
 
     /// Deletes outbox entries that every one of `sinks` has acknowledged.
@@ -967,6 +1212,103 @@ mod tests {
         assert_eq!(s.backlog(&with_new).unwrap(), 1);
         assert_eq!(s.sink_backlog("new").unwrap(), 1);
         assert_eq!(s.sink_backlog("a").unwrap(), 0);
+    }
+
+    fn dead(seq: u64, key: &str) -> DeadLetter {
+        DeadLetter {
+            sink: "s".into(),
+            seq,
+            entry: OutboxEntry {
+                key: key.into(),
+                ..entry(seq)
+            },
+            error: "HTTP 401".into(),
+            attempts: 1,
+            first_failed: Utc::now(),
+            last_failed: Utc::now(),
+            superseded_by: None,
+        }
+    }
+
+    fn delivered(seq: u64, key: &str) -> (u64, String, String) {
+        (seq, "purchase_orders".into(), key.into())
+    }
+
+    #[tokio::test]
+    async fn a_newer_delivered_version_supersedes_older_dead_letters_and_queued_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let entries = (1..=6).map(entry).collect();
+        s.commit_page("po", &ObjectState::default(), &[], entries)
+            .await
+            .unwrap();
+        // Record `a`: 1 and 2 dead; record `b`: 3 dead.
+        let round = Settled {
+            outbox: vec![1, 2, 3],
+            dead: vec![dead(1, "a"), dead(2, "a"), dead(3, "b")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 0);
+        // 2 is queued for replay, then 4 (a newer `a`) is delivered: 1 is
+        // marked, 2 leaves the replay queue and is listed as superseded.
+        assert_eq!(s.replay_dead(Some("s"), &[2]).await.unwrap(), 1);
+        let round = Settled {
+            outbox: vec![4],
+            delivered: vec![delivered(4, "a")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 2);
+        assert!(s.replays("s", 10).unwrap().is_empty());
+        let marks: Vec<(u64, Option<u64>)> = s
+            .dead_letters(Some("s"))
+            .unwrap()
+            .iter()
+            .map(|d| (d.seq, d.superseded_by))
+            .collect();
+        assert_eq!(marks, [(1, Some(4)), (2, Some(4)), (3, None)]);
+        // Replay skips the superseded; `b`'s replay delivered leaves the index.
+        assert_eq!(s.replay_dead(Some("s"), &[]).await.unwrap(), 1);
+        let round = Settled {
+            replayed: vec![3],
+            delivered: vec![delivered(3, "b")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 0);
+        // Dropping clears the rest of the index: nothing is left to mark.
+        assert_eq!(s.drop_dead(Some("s"), &[]).await.unwrap(), 2);
+        assert_eq!(s.inner.held.len(), 0);
+        let round = Settled {
+            outbox: vec![5, 6],
+            delivered: vec![delivered(5, "a"), delivered(6, "b")],
+            ..Settled::default()
+        };
+        assert_eq!(s.settle("s", round).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn reset_cursor_rewinds_and_forgets_what_was_settled_beyond() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let entries = (1..=4).map(entry).collect();
+        s.commit_page("po", &ObjectState::default(), &[], entries)
+            .await
+            .unwrap();
+        let round = Settled {
+            outbox: vec![1, 2, 4],
+            ..Settled::default()
+        };
+        s.settle("s", round).await.unwrap();
+        assert_eq!(
+            (s.cursor("s").unwrap(), s.acked_beyond("s").unwrap().len()),
+            (2, 1)
+        );
+        s.reset_cursor("s", 3, false).await.unwrap();
+        assert_eq!(s.acked_beyond("s").unwrap().len(), 1, "4 stays settled");
+        s.reset_cursor("s", 1, true).await.unwrap();
+        assert_eq!(s.cursor("s").unwrap(), 1);
+        assert!(s.acked_beyond("s").unwrap().is_empty(), "2..=4 go again");
+        s.reset_cursor("s", 0, true).await.unwrap();
+        assert_eq!(s.missed("s").unwrap(), None, "no cursor: a new sink");
     }
 
     #[tokio::test]

@@ -257,3 +257,123 @@ fn a_closed_stdout_stops_the_daemon_and_keeps_the_events() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(waiting > 0, "undelivered events are kept: {text}");
 }
+
+/// Issue 13.10: a sink removed and added again finds its cursor below the
+/// oldest event still held. The daemon names the range it missed in the
+/// log and `/status`; `state show` lists it; `state reset-sink` moves the
+/// cursor (and refuses what it cannot do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_added_sink_reports_what_it_missed_and_state_reset_sink_moves_its_cursor() {
+    use coupa_changefeed::store::{ObjectState, OutboxEntry, Settled, Store};
+    let sim = common::quiet_sim(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let old = dir.path().join("old.jsonl");
+    let port = common::free_port();
+    let file_sink = |name: &str, path: &std::path::Path| {
+        format!(
+            "type = \"file\"\nname = \"{name}\"\npath = \"{}\"",
+            path.display()
+        )
+    };
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &state)
+        .objects(&["purchase_orders"])
+        .listen(&format!("127.0.0.1:{port}"))
+        .sink(&file_sink("keep", &dir.path().join("keep.jsonl")))
+        .sink(&file_sink("old", &old))
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    // `old` settled 1..=2 and was removed; `keep` alone settled 1..=5,
+    // which were released; 6..=8 are still held.
+    {
+        let store = Store::open(&state).unwrap();
+        let entries = |r: std::ops::RangeInclusive<u64>| {
+            r.map(|n| OutboxEntry {
+                object: "purchase_orders".into(),
+                key: n.to_string(),
+                event: format!("{{\"id\":\"ev-{n}\",\"subject\":\"{n}\"}}").into_bytes(),
+            })
+            .collect::<Vec<_>>()
+        };
+        let none = ObjectState::default();
+        let commit = |e| store.commit_page("purchase_orders", &none, &[], e);
+        let settled = |seqs: Vec<u64>| Settled {
+            outbox: seqs,
+            ..Settled::default()
+        };
+        commit(entries(1..=5)).await.unwrap();
+        store.settle("old", settled(vec![1, 2])).await.unwrap();
+        store
+            .settle("keep", settled((1..=5).collect()))
+            .await
+            .unwrap();
+        assert_eq!(store.release(&["keep".to_string()]).unwrap(), 5);
+        commit(entries(6..=8)).await.unwrap();
+    }
+    let (ok, show) = common::cli(&["state", "show"], &config);
+    assert!(ok && show.contains("missed 3..=5"), "{show}");
+
+    let mut child = spawn_run(&config, Stdio::piped());
+    let status_url = format!("http://127.0.0.1:{port}/status");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missed = loop {
+        let sinks = match reqwest::get(&status_url).await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default()["sinks"].clone(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let old = sinks
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "old").cloned());
+        if let Some(o) = old {
+            break o["missed"].clone();
+        }
+        assert!(Instant::now() < deadline, "no sink `old` in /status");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(missed, serde_json::json!({"from": 3, "to": 5}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::read_jsonl(&old).len() < 3 {
+        assert!(Instant::now() < deadline, "the held events reach `old`");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child.0);
+    assert!(wait_exit(&mut child.0, Duration::from_secs(20)).success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("events 3..=5 were released while this sink was not configured"),
+        "{log}"
+    );
+    let got: Vec<String> = common::read_jsonl(&old)
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ["6", "7", "8"]);
+
+    let (ok, show) = common::cli(&["state", "show"], &config);
+    assert!(
+        ok && show.contains("missed 3..=5"),
+        "kept until acknowledged: {show}"
+    );
+    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "oldest"], &config);
+    assert!(ok && msg.contains("events 3..=5 are gone"), "{msg}");
+    let (ok, show) = common::cli(&["state", "show"], &config);
+    assert!(ok && !show.contains("missed"), "{show}");
+    let (ok, msg) = common::cli(&["state", "reset-sink", "old"], &config);
+    assert!(ok && msg.contains("missed nothing"), "{msg}");
+    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "99"], &config);
+    assert!(!ok && msg.contains("beyond the last event (8)"), "{msg}");
+    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "4"], &config);
+    assert!(
+        !ok && msg.contains("below the oldest event still held (9)"),
+        "{msg}"
+    );
+    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "x"], &config);
+    assert!(!ok && msg.contains("--to `x`"), "{msg}");
+    let (ok, msg) = common::cli(&["state", "reset-sink", "nope"], &config);
+    assert!(
+        !ok && msg.contains("sink `nope` is not configured"),
+        "{msg}"
+    );
+}

@@ -157,6 +157,7 @@ async fn dlq_cli_lists_replays_and_drops() {
             attempts: 1,
             first_failed: Utc::now(),
             last_failed: Utc::now(),
+            superseded_by: None,
         };
         store
             .settle(
@@ -165,6 +166,7 @@ async fn dlq_cli_lists_replays_and_drops() {
                     outbox: vec![1, 2],
                     replayed: vec![],
                     dead: vec![dead(1, "7"), dead(2, "8")],
+                    delivered: vec![],
                 },
             )
             .await
@@ -216,4 +218,89 @@ async fn dlq_cli_lists_replays_and_drops() {
     let got = read_jsonl(&out);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["id"], "ev-7");
+}
+
+/// A small tmpfs, unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (with a visible note) when not root; under `CI=true` it must work.
+    fn mount(at: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root and must mount a tmpfs"
+            );
+            println!("skipped: needs root to mount tmpfs");
+            return None;
+        }
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_mid_batch_is_cut_back_so_the_retry_writes_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let Some(_tmpfs) = Tmpfs::mount(&disk, "2m") else {
+        return;
+    };
+    // Leave 64 KiB free: the 200 events (~1 KiB each) fill it mid-batch.
+    let filler = disk.join("filler");
+    std::fs::write(&filler, vec![0u8; 2048 * 1024 - 64 * 1024]).unwrap();
+    let sim = common::quiet_sim(200).await;
+    let out = disk.join("events.jsonl");
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .sink(&file_sink("disk", &out))
+        .settings();
+    let daemon = Daemon::start(&settings);
+    wait_for("the disk fills up", LIMIT, || {
+        daemon.handles.sinks.lock().unwrap().contains_key("disk")
+            && daemon
+                .sink("disk")
+                .last_error
+                .is_some_and(|e| e.contains("No space left"))
+    })
+    .await;
+    // The failed batch is cut back: only whole lines of earlier batches.
+    let before = std::fs::read(&out).unwrap_or_default();
+    assert!(
+        before.is_empty() || before.ends_with(b"\n"),
+        "a failed batch left part of itself behind"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    wait_for("every record delivered", LIMIT, || {
+        daemon.store().cursor("disk").unwrap() >= 200
+    })
+    .await;
+    daemon.stop().await.unwrap();
+    let got: Vec<coupa_changefeed::verify::Received> = read_jsonl(&out)
+        .iter()
+        .map(|e| coupa_changefeed::verify::Received::from_event(e).unwrap())
+        .collect();
+    let v = coupa_changefeed::verify::verify(
+        &sim.versions("purchase_orders"),
+        &got,
+        Duration::from_secs(1),
+    );
+    println!("{}", coupa_changefeed::verify::TABLE_HEADER);
+    println!("{}", v.row("file sink: disk full mid-batch, then freed"));
+    assert!(v.is_clean(), "{v}");
+    assert_eq!(v.events, 200, "each event once");
 }

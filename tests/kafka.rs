@@ -417,6 +417,118 @@ async fn mock_oversized_event_is_permanent_for_that_event_only() {
     assert_eq!(versions_of(&got, PO_TOPIC, "2"), [1]);
 }
 
+/// Runs a delivery loop for `s` on `store` until `done`, then stops it.
+async fn drain_until(
+    store: &coupa_changefeed::store::Store,
+    s: KafkaSink,
+    what: &str,
+    done: impl Fn() -> bool,
+) {
+    let (trigger, stop) = shutdown::channel();
+    let drain =
+        coupa_changefeed::delivery::Drain::new(s, store.clone(), Arc::new(vec!["kafka".into()]));
+    let task = tokio::spawn(drain.run(stop));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 30 s: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trigger.fire();
+    task.await.unwrap().unwrap();
+}
+
+/// Issue 13.4: v1 dead-lettered (too large), v2 delivered, then the limit
+/// raised and the dead letters replayed: v1 must not land after v2.
+#[tokio::test]
+async fn mock_a_replayed_dead_letter_never_lands_after_a_newer_version() {
+    use coupa_changefeed::store::{ObjectState, Store};
+    let cluster = mock_cluster(&[(PO_TOPIC, 1)]);
+    let brokers = cluster.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let big = |id: u64| {
+        entry_with(
+            "purchase_orders",
+            id,
+            1,
+            json!({"id": id, "version": 1, "blob": "x".repeat(20_000)}),
+        )
+    };
+    let commit = |entries: Vec<OutboxEntry>| {
+        let store = store.clone();
+        async move {
+            store
+                .commit_page("purchase_orders", &ObjectState::default(), &[], entries)
+                .await
+                .unwrap()
+        }
+    };
+    let small = || sink(&brokers, &[("message.max.bytes", "10000")]);
+    // Record 7: v1 dies in one round, v2 is delivered in a later one.
+    commit(vec![big(7)]).await;
+    drain_until(&store, small(), "v1 of 7 dead", || {
+        store.dead_letters(None).unwrap().len() == 1
+    })
+    .await;
+    // Record 8: both in one round. Record 9: an older version that stays
+    // the newest (it is replayed).
+    commit(vec![
+        entry("purchase_orders", 7, 2),
+        big(8),
+        entry("purchase_orders", 8, 2),
+        big(9),
+    ])
+    .await;
+    drain_until(&store, small(), "everything settled", || {
+        store.cursor("kafka").unwrap() == 5
+    })
+    .await;
+    let dead = store.dead_letters(None).unwrap();
+    let superseded: Vec<(u64, Option<u64>)> =
+        dead.iter().map(|d| (d.seq, d.superseded_by)).collect();
+    assert_eq!(superseded, [(1, Some(2)), (3, Some(4)), (5, None)]);
+
+    // The operator raises the limit and replays every dead letter.
+    assert_eq!(
+        store.replay_dead(Some("kafka"), &[]).await.unwrap(),
+        1,
+        "only 9's"
+    );
+    let big_enough = sink(&brokers, &[("message.max.bytes", "1000000")]);
+    drain_until(&store, big_enough, "the replay", || {
+        store.replays("kafka", 10).unwrap().is_empty()
+    })
+    .await;
+    let c = Collector::start(&brokers, &[(PO_TOPIC, Some(1))]);
+    c.wait_until(Duration::from_secs(30), "3 messages", |g| g.len() >= 3)
+        .await;
+    // Anything stale would have been sent before the replay queue emptied.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = c.stop().await;
+    assert_eq!(versions_of(&got, PO_TOPIC, "7").last(), Some(&2));
+    assert_eq!(versions_of(&got, PO_TOPIC, "8").last(), Some(&2));
+    assert!(
+        !versions_of(&got, PO_TOPIC, "7").contains(&1),
+        "stale v1 of 7 replayed"
+    );
+    assert!(
+        !versions_of(&got, PO_TOPIC, "8").contains(&1),
+        "stale v1 of 8 replayed"
+    );
+    assert_eq!(
+        versions_of(&got, PO_TOPIC, "9"),
+        [1],
+        "the newest, replayed"
+    );
+    let left: Vec<u64> = store
+        .dead_letters(None)
+        .unwrap()
+        .iter()
+        .map(|d| d.seq)
+        .collect();
+    assert_eq!(left, [1, 3], "the superseded stay listed until dropped");
+}
+
 #[tokio::test]
 async fn mock_brokers_down_is_transient_and_delivery_resumes() {
     let cluster = mock_cluster(&[(PO_TOPIC, 2)]);

@@ -60,6 +60,9 @@ enum Mode {
     Redirect,
     /// Answers 200 after this long.
     Slow(Duration),
+    /// Stores the event (recorded as accepted) at once, answers 200 after
+    /// this long: a receiver slower than the sink's `timeout`.
+    StoreThenSlow(Duration),
 }
 
 /// One request as the receiver saw it.
@@ -251,6 +254,20 @@ async fn hook(State(s): State<Arc<RxState>>, uri: Uri, h: HeaderMap, body: Bytes
                 Mode::Slow(d) => {
                     tokio::time::sleep(d).await;
                     StatusCode::OK
+                }
+                Mode::StoreThenSlow(d) => {
+                    s.attempts.lock().unwrap().push(Attempt {
+                        webhook_id: header(&h, "webhook-id").unwrap_or_default(),
+                        signature: header(&h, "webhook-signature").unwrap_or_default(),
+                        content_type: header(&h, "content-type").unwrap_or_default(),
+                        query: uri.query().map(str::to_string),
+                        tenant: header(&h, "x-tenant"),
+                        body: body.to_vec(),
+                        status: 200,
+                    });
+                    s.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    tokio::time::sleep(d).await;
+                    return (StatusCode::OK, "ok").into_response();
                 }
             }
         }
@@ -485,6 +502,25 @@ async fn a_slow_receiver_times_out_as_a_transient_failure() {
     let out = s.deliver(&batch(vec![event(1, 1)])).await;
     let m = transient(&out[0]);
     assert!(m.contains("timeout"), "{m}");
+}
+
+/// Issue 13.9: a receiver that stores an event but answers after the
+/// sink's `timeout` gets it again, with the same `webhook-id`. Inherent to
+/// HTTP (the sink cannot tell "not stored" from "answered late"); the
+/// README says so and receivers deduplicate on the id.
+#[tokio::test]
+async fn a_receiver_answering_after_the_timeout_gets_the_event_again_with_the_same_id() {
+    let rx = Receiver::start(&[NEW], Mode::StoreThenSlow(Duration::from_secs(2))).await;
+    let mut cfg = config(&rx.url(), &[NEW]);
+    cfg.timeout = Duration::from_millis(300);
+    let mut s = sink(&cfg);
+    let b = batch(vec![event(1, 1)]);
+    assert!(transient(&s.deliver(&b).await[0]).contains("timeout"));
+    rx.set_mode(Mode::Ok);
+    assert_eq!(s.deliver(&b).await[0], Ok(()));
+    let stored: Vec<String> = rx.accepted().iter().map(|a| a.webhook_id.clone()).collect();
+    assert_eq!(stored.len(), 2, "stored twice: {stored:?}");
+    assert_eq!(stored[0], stored[1], "with the same webhook-id");
 }
 
 /// A port with nothing listening (bound, then released).
@@ -847,6 +883,82 @@ async fn e2e_a_400_dead_letters_the_event_and_replay_delivers_it() {
         .collect();
     assert_eq!(ids, dead_ids);
     stop(d).await;
+    check(&sim, "purchase_orders", &rx.seen());
+}
+
+/// Issue 13.4: the receiver answers 401 to v1 (dead-lettered), the secret
+/// is fixed, it answers 200 to v2; `dlq replay` must not deliver v1 after
+/// v2 (the consumer would end on the stale version, under another id).
+#[tokio::test]
+async fn e2e_a_replayed_dead_letter_never_lands_after_a_newer_version() {
+    let sim = Simulator::start(sim_config()).await.unwrap();
+    let rx = Receiver::start(&[NEW], Mode::Always(401)).await;
+    let id = sim.create("purchase_orders", json!({}))["id"]
+        .as_u64()
+        .unwrap();
+    let (d, _dir) = start_daemon(&sim, &sink_lines(&rx.url(), ""));
+    let store = d.handles.store.clone();
+    wait_until("v1 dead-lettered", 60, || {
+        store.dead_letters(Some("webhook")).unwrap().len() == 1
+    })
+    .await;
+    rx.set_mode(Mode::Ok);
+    sim.update("purchase_orders", id, json!({"status": "closed"}));
+    wait_until("v1 superseded by the delivered v2", 60, || {
+        store.dead_letters(Some("webhook")).unwrap()[0]
+            .superseded_by
+            .is_some()
+    })
+    .await;
+    assert!(has_finals(&sim, &rx), "v2 arrived");
+    assert_eq!(
+        store.replay_dead(Some("webhook"), &[]).await.unwrap(),
+        0,
+        "a superseded dead letter is not replayed"
+    );
+    // Replays go before new events: once a later record arrives, anything
+    // replayed would have too.
+    sim.create("purchase_orders", json!({}));
+    wait_until("the next record", 60, || has_finals(&sim, &rx)).await;
+    assert_eq!(d.sink("webhook").superseded, 1);
+    let kept = store.dead_letters(Some("webhook")).unwrap();
+    stop(d).await;
+
+    let finals: BTreeMap<u64, DateTime<Utc>> = sim
+        .versions("purchase_orders")
+        .iter()
+        .map(|v| (v.id, v.updated_at))
+        .collect();
+    let arrivals: Vec<Option<DateTime<Utc>>> = rx
+        .seen()
+        .iter()
+        .filter(|s| s.id == id)
+        .map(|s| s.updated_at)
+        .collect();
+    assert_eq!(
+        arrivals.last().copied().flatten(),
+        Some(finals[&id]),
+        "the consumer ends on the newest version: {arrivals:?}"
+    );
+    // What reached the sink or its dead letters (the guarantee).
+    let received: Vec<coupa_changefeed::verify::Received> = rx
+        .accepted()
+        .iter()
+        .map(|a| a.json())
+        .chain(kept.iter().map(|d| d.entry.event_json()))
+        .map(|e| coupa_changefeed::verify::Received::from_event(&e).unwrap())
+        .collect();
+    let v = coupa_changefeed::verify::verify(
+        &sim.versions("purchase_orders"),
+        &received,
+        Duration::from_secs(1),
+    );
+    println!("{}", coupa_changefeed::verify::TABLE_HEADER);
+    println!(
+        "{}",
+        v.row("webhook 401 on v1, 200 on v2, dlq replay (v1 kept as superseded)")
+    );
+    assert!(v.is_clean(), "{v}");
     check(&sim, "purchase_orders", &rx.seen());
 }
 

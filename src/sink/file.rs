@@ -46,6 +46,9 @@ pub struct FileSink {
     /// The file is known to end at a line boundary (set by our own
     /// complete writes; unknown at start and after a failed write).
     whole_lines: bool,
+    /// The file's length before a batch that failed part-way and could
+    /// not be cut back then: cut to it before the next attempt.
+    cut_to: Option<u64>,
 }
 
 impl FileSink {
@@ -70,6 +73,7 @@ impl FileSink {
             target,
             buf: Vec::new(),
             whole_lines: false,
+            cut_to: None,
         })
     }
 }
@@ -121,30 +125,67 @@ impl FileSink {
                 let buf = std::mem::take(&mut self.buf);
                 let path = path.clone();
                 let whole_lines = self.whole_lines;
+                let cut_to = self.cut_to;
                 // Blocking file I/O and fsync off the async threads.
-                let (res, buf) = tokio::task::spawn_blocking(move || {
-                    let res = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)
-                        .and_then(|mut f| {
-                            if !whole_lines {
-                                drop_partial_line(&path)?;
-                            }
-                            f.write_all(&buf)?;
-                            f.sync_data()
-                        })
-                        .map_err(|e| format!("`{}`: {e}", path.display()));
-                    (res, buf)
+                let (res, cut_to, buf) = tokio::task::spawn_blocking(move || {
+                    let (res, cut_to) = append_batch(&path, &buf, whole_lines, cut_to);
+                    (
+                        res.map_err(|e| format!("`{}`: {e}", path.display())),
+                        cut_to,
+                        buf,
+                    )
                 })
                 .await
                 .map_err(|e| {
                     SinkError::Transient(format!("sink `{name}`: writer task failed: {e}"))
                 })?;
                 self.buf = buf;
+                self.cut_to = cut_to;
                 self.whole_lines = res.is_ok();
                 res.map_err(|e| SinkError::Transient(format!("sink `{name}`: {e}")))
             }
+        }
+    }
+}
+
+/// Appends one batch and syncs it. A batch that fails part-way (a full
+/// disk) is cut back to the file's length before it, so the retry writes
+/// its lines once, not the written part twice. Returns the length to cut
+/// to before the next attempt if that cut failed too.
+fn append_batch(
+    path: &std::path::Path,
+    buf: &[u8],
+    whole_lines: bool,
+    cut_to: Option<u64>,
+) -> (std::io::Result<()>, Option<u64>) {
+    let mut f = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => return (Err(e), cut_to),
+    };
+    let prepared = match cut_to {
+        Some(len) => f.set_len(len).and_then(|_| f.sync_data()),
+        None if !whole_lines => drop_partial_line(path),
+        None => Ok(()),
+    };
+    if let Err(e) = prepared {
+        return (Err(e), cut_to);
+    }
+    let start = match f.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return (Err(e), None),
+    };
+    match f.write_all(buf).and_then(|_| f.sync_data()) {
+        Ok(()) => (Ok(()), None),
+        Err(e) => {
+            let cut = f.set_len(start).and_then(|_| f.sync_data());
+            if let Err(c) = &cut {
+                tracing::warn!(path = %path.display(), error = %c, "cannot cut a failed batch back yet; will before the retry");
+            }
+            (Err(e), cut.err().map(|_| start))
         }
     }
 }
@@ -205,6 +246,22 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "{\"id\":1}\n{\"id\":2}\n{\"id\":3}\n");
         assert!(FileSink::open("f".into(), "/nonexistent/dir/x.jsonl").is_err());
+    }
+
+    #[test]
+    fn a_batch_that_could_not_be_cut_back_is_cut_before_the_next_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // 4 bytes of an earlier batch, then a failed batch's whole lines.
+        std::fs::write(&path, "{}\n\n{\"a\":1}\n{\"a\":2}\n").unwrap();
+        let (res, cut) = append_batch(&path, b"{\"a\":1}\n{\"a\":2}\n", true, Some(4));
+        assert!(res.is_ok() && cut.is_none());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{}\n\n{\"a\":1}\n{\"a\":2}\n", "written once");
+        // A directory where the file should be: the open fails, the cut waits.
+        let (res, cut) = append_batch(dir.path(), b"x\n", true, Some(7));
+        assert!(res.is_err());
+        assert_eq!(cut, Some(7));
     }
 
     #[tokio::test]
