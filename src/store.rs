@@ -39,7 +39,7 @@ pub enum StoreError {
     Locked { dir: PathBuf },
     #[error("state dir `{dir}` is damaged ({detail}); refusing to start fresh over it — restore a backup or move it away")]
     Damaged { dir: PathBuf, detail: String },
-    #[error("state dir `{dir}` cannot be written: {reason} ({detail}); make it writable (check the mount, the owner, free space) — its contents were not judged damaged")]
+    #[error("state dir `{dir}` cannot be written: {reason} ({detail}); make it writable (check the mount, the owner, free space); its contents were left as they are")]
     Unwritable {
         dir: PathBuf,
         /// `read-only file system`, `permission denied` or `no space left on device`.
