@@ -501,9 +501,17 @@ impl Store {
         match &r {
             Ok(_) => *f = None,
             Err(e) if f.is_none() => {
+                // sled shows IO errors in Debug form; say it plainly.
+                let error = match e {
+                    StoreError::Sled(sled::Error::Io(io)) => format!(
+                        "cannot write the state dir `{}`: {io}",
+                        self.inner.dir.display()
+                    ),
+                    e => e.to_string(),
+                };
                 *f = Some(StoreFailure {
                     since: std::time::Instant::now(),
-                    error: e.to_string(),
+                    error,
                 })
             }
             Err(_) => {}
