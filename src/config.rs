@@ -798,7 +798,10 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_coupa()?;
         if self.server.max_connections == 0 {
-            return Err(ConfigError::new("server.max_connections", "must be at least 1"));
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
         }
         for (key, d) in [
             ("server.header_timeout", self.server.header_timeout),

@@ -390,7 +390,11 @@ async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while read_jsonl(&events).len() < 5 {
-        assert!(std::time::Instant::now() < deadline, "no events\n{}", log_text());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no events\n{}",
+            log_text()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -404,7 +408,9 @@ async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
         .unwrap_or_else(|_| panic!("connection {i} not accepted within 5 s"))
         .unwrap();
         // A request cut off mid-headers.
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         idle.push(s);
     }
     let before = read_jsonl(&events).len();
@@ -436,7 +442,11 @@ async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!log_text().contains("Too many open files"), "{}", log_text());
+    assert!(
+        !log_text().contains("Too many open files"),
+        "{}",
+        log_text()
+    );
     drop(idle);
     sigterm(&daemon.0);
     let status = wait_exit(&mut daemon.0, Duration::from_secs(40));
@@ -474,7 +484,10 @@ async fn slow_and_idle_clients_are_cut_off() {
         }
     };
     let mut trickle = connect().await;
-    trickle.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let mut silent = connect().await;
     let mut kept = connect().await;
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -500,10 +513,7 @@ async fn slow_and_idle_clients_are_cut_off() {
         match r {
             Ok(Ok(n)) => {
                 let text = String::from_utf8_lossy(&buf[..n]);
-                assert!(
-                    n == 0 || text.starts_with("HTTP/1.1 408"),
-                    "{what}: {text}"
-                );
+                assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{what}: {text}");
             }
             Ok(Err(_)) => {}
             Err(_) => panic!("{what}: still open after 10 s"),
