@@ -328,8 +328,16 @@ fn need_fds(want: u64) {
     unsafe {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
         if lim.rlim_cur < want {
-            lim.rlim_cur = want.min(lim.rlim_max);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            // Root (CI) may also raise the hard limit; others only the soft.
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max.max(want),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                lim.rlim_cur = want.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
         }
     }
     assert!(
