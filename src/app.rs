@@ -45,6 +45,10 @@ pub struct Handles {
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// The actions API's state; `None` when `[api]` has no token (no `/v1` routes).
     pub api: Option<Arc<crate::api::ApiState>>,
+    /// `[state] failure_timeout`: how long a failing store is tolerated.
+    pub failure_timeout: Duration,
+    /// `[server]`: connection limit and timeouts.
+    pub server: crate::config::ServerSettings,
     /// Where the HTTP server listens (bound by [`build`], so port 0 works).
     pub server_addr: Option<std::net::SocketAddr>,
     /// The bound listener, taken by [`run_built`].
@@ -107,6 +111,8 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         shutdown_timeout: settings.delivery.shutdown_timeout,
         stopping: Arc::default(),
         api,
+        failure_timeout: settings.state.failure_timeout,
+        server: settings.server.clone(),
         server_addr,
         listener: Arc::new(Mutex::new(Some(listener))),
     };
@@ -179,6 +185,7 @@ pub async fn run_built(
     }
     let failure = tokio::select! {
         _ = shutdown.recv() => None,
+        e = store_gave_up(store.clone(), handles.failure_timeout) => Some(e.to_string()),
         Some(r) = poll_tasks.join_next() => Some(format!("a poller stopped unexpectedly: {}", describe(r))),
         Some(r) = sink_tasks.join_next() => Some(match r {
             Ok(Err(e)) => format!("a sink cannot continue: {e}"),
@@ -224,7 +231,16 @@ pub async fn run_built(
         );
         sink_tasks.abort_all();
     }
-    store.flush().await?;
+    // A store that gave up cannot flush either; its exit code says so.
+    let unusable = store.failure().map(|f| crate::store::StoreUnusable {
+        seconds: f.since.elapsed().as_secs(),
+        error: f.error,
+    });
+    if let Err(e) = store.flush().await {
+        if unusable.is_none() {
+            return Err(e.into());
+        }
+    }
     server_stop.fire();
     if tokio::time::timeout(Duration::from_secs(2), server)
         .await
@@ -236,9 +252,34 @@ pub async fn run_built(
         backlog = store.backlog(&names).unwrap_or_default(),
         "stopped"
     );
-    match failure {
-        Some(f) => Err(anyhow::anyhow!(f)),
-        None => Ok(()),
+    match (unusable, failure) {
+        (Some(u), _) => Err(u.into()),
+        (None, Some(f)) => Err(anyhow::anyhow!(f)),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Resolves once the store has failed writes for `timeout` without a
+/// success in between (sled 0.34 never recovers from its first IO error
+/// in-process; a restart reopens it).
+async fn store_gave_up(store: Store, timeout: Duration) -> crate::store::StoreUnusable {
+    let mut logged = false;
+    loop {
+        if let Some(f) = store.failure() {
+            if !logged {
+                error!(error = %f.error, timeout = ?timeout, "the state store is failing; sinks pause, /healthz fails, and the daemon exits (code {}) if it persists", crate::store::StoreUnusable::EXIT_CODE);
+                logged = true;
+            }
+            if f.since.elapsed() >= timeout {
+                return crate::store::StoreUnusable {
+                    seconds: f.since.elapsed().as_secs(),
+                    error: f.error,
+                };
+            }
+        } else {
+            logged = false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -158,14 +158,24 @@ pub struct StateSettings {
     /// Directory of the sled database.
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// How long the store may keep failing writes (disk full, IO error)
+    /// before the daemon exits with code 74 for its supervisor to restart
+    /// it; `/healthz` fails meanwhile.
+    #[serde(default = "default_failure_timeout", with = "humantime_serde")]
+    pub failure_timeout: Duration,
 }
 
 impl Default for StateSettings {
     fn default() -> Self {
         StateSettings {
             dir: default_state_dir(),
+            failure_timeout: default_failure_timeout(),
         }
     }
+}
+
+fn default_failure_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[poll]` defaults, and the per-object overrides resolved against them.
@@ -395,14 +405,40 @@ pub struct ServerSettings {
     /// Listen address for health, readiness, metrics and status.
     #[serde(default = "default_listen")]
     pub listen: std::net::SocketAddr,
+    /// Open connections at most; beyond it the oldest idle one is closed
+    /// (so a flood cannot exhaust file descriptors or lock out probes).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// A request's headers must arrive within this.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is
+    /// closed after this.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: default_listen(),
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `[log]`.
@@ -851,6 +887,21 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.validate_coupa()?;
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        for (key, d) in [
+            ("server.header_timeout", self.server.header_timeout),
+            ("server.idle_timeout", self.server.idle_timeout),
+            ("state.failure_timeout", self.state.failure_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::new(key, "must be above zero"));
+            }
+        }
         if let Some(t) = &self.api.token {
             use secrecy::ExposeSecret;
             if t.expose_secret().chars().count() < MIN_API_TOKEN_CHARS {

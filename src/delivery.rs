@@ -114,7 +114,14 @@ impl<S: Sink> Drain<S> {
         let mut wake = self.store.subscribe();
         self.check_missed().await;
         loop {
-            let (source, batch) = match self.next_batch() {
+            // A failing store cannot record progress: delivering now would
+            // only repeat after the restart that follows.
+            // (The daemon logs the failure once and exits if it lasts.)
+            let next = match self.store.failure() {
+                Some(_) => Ok((Source::Outbox, Vec::new())),
+                None => self.next_batch(),
+            };
+            let (source, batch) = match next {
                 Ok(b) => b,
                 Err(e) => {
                     error!(sink = %self.name, error = %e, "cannot read the outbox; retrying in 1 s");

@@ -155,6 +155,27 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Raises the soft open-files limit to the hard one (what most servers
+/// do): sockets, sled's files and the file sink share it, and a soft limit
+/// of 1024 is easy to reach.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!(from, to = lim.rlim_max, "raised the open-files limit");
+        }
+    }
+}
+
 /// First SIGINT/SIGTERM: graceful stop. Second: exit at once (what is
 /// committed is safe either way).
 fn handle_signals(trigger: Trigger) {
@@ -189,7 +210,20 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A store that cannot be written gets its own code (EX_IOERR),
+            // so a supervisor and an operator can tell it apart.
+            let store_io = e
+                .downcast_ref::<coupa_changefeed::store::StoreUnusable>()
+                .is_some()
+                || matches!(
+                    e.downcast_ref::<coupa_changefeed::store::StoreError>(),
+                    Some(coupa_changefeed::store::StoreError::Unwritable { .. })
+                );
+            if store_io {
+                ExitCode::from(coupa_changefeed::store::StoreUnusable::EXIT_CODE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -199,6 +233,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { config } => {
             let settings = Settings::load(config.as_deref())?;
             init_logging(settings.log.format);
+            raise_fd_limit();
             let (trigger, listener) = shutdown::channel();
             handle_signals(trigger);
             app::run(settings, listener).await

@@ -45,6 +45,13 @@ pub enum StoreError {
     Locked { dir: PathBuf },
     #[error("state dir `{dir}` is damaged ({detail}); refusing to start fresh over it — restore a backup or move it away")]
     Damaged { dir: PathBuf, detail: String },
+    #[error("state dir `{dir}` cannot be written: {reason} ({detail}); make it writable (check the mount, the owner, free space); its contents were left as they are")]
+    Unwritable {
+        dir: PathBuf,
+        /// `read-only file system`, `permission denied` or `no space left on device`.
+        reason: &'static str,
+        detail: String,
+    },
     #[error("state dir `{dir}` has format version {found}, this build reads {FORMAT_VERSION}; refusing to touch it")]
     Version { dir: PathBuf, found: String },
     #[error("state store error: {0}")]
@@ -291,6 +298,61 @@ struct Inner {
     /// Highest seq known flushed to disk; sinks read no further and
     /// subscribe to it to wake when events arrive.
     durable_seq: tokio::sync::watch::Sender<u64>,
+    /// The first write or flush error not followed by a success: sled
+    /// 0.34 keeps its first IO error and fails every later write, so this
+    /// usually lasts until the process restarts.
+    failure: std::sync::Mutex<Option<StoreFailure>>,
+}
+
+/// A store that stopped accepting writes: since when, and why.
+#[derive(Debug, Clone)]
+pub struct StoreFailure {
+    pub since: std::time::Instant,
+    pub error: String,
+}
+
+/// The store failed for longer than `state.failure_timeout`: the daemon
+/// exits with [`StoreUnusable::EXIT_CODE`] so its supervisor restarts it
+/// (reopening sled recovers once the cause, e.g. a full disk, is gone).
+#[derive(Debug, thiserror::Error)]
+#[error("the state store has failed for {seconds} s (state.failure_timeout): {error}; exiting for a restart")]
+pub struct StoreUnusable {
+    pub seconds: u64,
+    pub error: String,
+}
+
+impl StoreUnusable {
+    /// sysexits' EX_IOERR.
+    pub const EXIT_CODE: u8 = 74;
+}
+
+/// Names what an IO error says about the disk, if it is one of the
+/// operator-fixable kinds.
+fn io_reason(e: &std::io::Error) -> Option<&'static str> {
+    use std::io::ErrorKind::*;
+    match (e.kind(), e.raw_os_error()) {
+        (ReadOnlyFilesystem, _) | (_, Some(30)) => Some("read-only file system"),
+        (PermissionDenied, _) | (_, Some(1 | 13)) => Some("permission denied"),
+        (StorageFull, _) | (_, Some(28)) => Some("no space left on device"),
+        _ => None,
+    }
+}
+
+impl StoreError {
+    /// A write refused by the file system, phrased as such.
+    fn unwritable(self, dir: &Path) -> StoreError {
+        match &self {
+            StoreError::Sled(sled::Error::Io(io)) => match io_reason(io) {
+                Some(reason) => StoreError::Unwritable {
+                    dir: dir.to_path_buf(),
+                    reason,
+                    detail: io.to_string(),
+                },
+                None => self,
+            },
+            _ => self,
+        }
+    }
 }
 
 fn u64_be(v: &[u8]) -> Option<u64> {
@@ -403,6 +465,10 @@ impl Store {
     /// format version, or one locked by another process is an error, never
     /// a silent fresh start.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_inner(dir).map_err(|e| e.unwritable(dir))
+    }
+
+    fn open_inner(dir: &Path) -> Result<Store, StoreError> {
         let existed = dir.join("db").exists() || dir.join("conf").exists();
         let initialised = dir.join(MARKER).exists();
         if !existed
@@ -487,6 +553,7 @@ impl Store {
                 commit: tokio::sync::Mutex::new(()),
                 next_seq: AtomicU64::new(next_seq),
                 durable_seq: tokio::sync::watch::Sender::new(next_seq - 1),
+                failure: std::sync::Mutex::new(None),
             }),
         };
         Ok(store)
@@ -495,6 +562,40 @@ impl Store {
     /// The state directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// The store's standing write failure, if any.
+    pub fn failure(&self) -> Option<StoreFailure> {
+        self.inner
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records a write's outcome: the first failure starts the clock, a
+    /// success stops it.
+    fn note<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut f = self.inner.failure.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Ok(_) => *f = None,
+            Err(e) if f.is_none() => {
+                // sled shows IO errors in Debug form; say it plainly.
+                let error = match e {
+                    StoreError::Sled(sled::Error::Io(io)) => format!(
+                        "cannot write the state dir `{}`: {io}",
+                        self.inner.dir.display()
+                    ),
+                    e => e.to_string(),
+                };
+                *f = Some(StoreFailure {
+                    since: std::time::Instant::now(),
+                    error,
+                })
+            }
+            Err(_) => {}
+        }
+        r
     }
 
     /// One object's state; default when never polled.
@@ -582,7 +683,7 @@ impl Store {
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
-        result.map_err(tx_error)?;
+        self.note(result.map_err(tx_error))?;
         // Before the await: if this future is dropped mid-flush, the next
         // commit must still not reuse these sequence numbers.
         i.next_seq.store(next, Ordering::SeqCst);
@@ -846,7 +947,7 @@ impl Store {
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
-        result.map_err(tx_error)?;
+        self.note(result.map_err(tx_error))?;
         self.durable().await?;
         Ok(superseded.get())
     }
@@ -1091,8 +1192,8 @@ impl Store {
     async fn durable(&self) -> Result<(), StoreError> {
         static FLUSHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
         let _one = FLUSHING.acquire().await.expect("never closed");
-        self.inner.db.flush_async().await?;
-        Ok(())
+        let flushed = self.inner.db.flush_async().await.map(drop);
+        self.note(flushed.map_err(StoreError::from))
     }
 }
 
@@ -1113,6 +1214,8 @@ fn classify_open_error(dir: &Path, e: sled::Error) -> StoreError {
         StoreError::Locked {
             dir: dir.to_path_buf(),
         }
+    } else if matches!(&e, sled::Error::Io(io) if io_reason(io).is_some()) {
+        StoreError::Sled(e).unwritable(dir)
     } else {
         StoreError::Damaged {
             dir: dir.to_path_buf(),

@@ -657,3 +657,156 @@ async fn coupa_sim_check_passes_a_clean_sink_and_names_what_a_dirty_one_got_wron
         "{err}"
     );
 }
+
+// ------------------------------------------------------------- full disk
+
+/// Fills `dir`'s file system with one file; returns it (delete to free).
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.write_all(&chunk).and_then(|_| f.sync_all()) {
+            Ok(()) => continue,
+            Err(e) if e.raw_os_error() == Some(28) => return path,
+            Err(e) => panic!("filling {}: {e}", dir.display()),
+        }
+    }
+}
+
+/// Issue 12.7: the state dir on a small tmpfs fills up while events flow.
+/// The daemon must fail liveness and exit 74 within
+/// `state.failure_timeout` (sled keeps its first IO error, so only a
+/// restart recovers); once space is back, a restart delivers everything:
+/// nothing committed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_then_freed_loses_nothing() {
+    let Some(disk) = common::Tmpfs::mount("32m") else {
+        return;
+    };
+    const OBJECT: &str = "purchase_orders";
+    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+        initial_records: 30,
+        change_rate: 0.0,
+        change_objects: vec![OBJECT.into()],
+        ..common::sim_config()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("c.toml");
+    let log = dir.path().join("daemon.log");
+    let port = common::free_port();
+    let text = TestConfig::new(&sim.base_url(), &disk.path.join("state"))
+        .objects(&[OBJECT])
+        .poll("settle = \"1s\"")
+        .file_sink(&events)
+        .listen(&format!("127.0.0.1:{port}"))
+        .toml()
+        .replace("[state]\n", "[state]\nfailure_timeout = \"3s\"\n");
+    std::fs::write(&config, text).unwrap();
+    let file_events = || received(&read_file_events(&events));
+    let wait_for = |what: &str, limit: Duration, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + limit;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} within {limit:?}\n{}",
+                log_tail(&log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut daemon = spawn_daemon(&config, &log);
+    wait_for("the first 30 events", Duration::from_secs(30), &|| {
+        file_events().len() >= 30
+    });
+    let filler = fill(&disk.path);
+    sim.set_change_rate(20.0);
+
+    // Liveness fails, naming the store; then the daemon exits 74.
+    let http = http();
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let r = http.get(&healthz).send().await;
+        if let Ok(r) = r {
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                break r.text().await.unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still 200 with the disk full\n{}",
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Coupa shows only a record's latest version: one born and superseded
+    // while no daemon can commit is unobservable to any poller. Changes
+    // stop here, so the verdict judges what the daemon could have seen.
+    sim.set_change_rate(0.0);
+    assert!(body.contains("store failing"), "{body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(74), "{}", log_tail(&log));
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("No space left on device"),
+        "{}",
+        log_tail(&log)
+    );
+
+    // Space returns. What the failed run committed but had not delivered
+    // must arrive after the restart.
+    std::fs::remove_file(filler).unwrap();
+    let committed = unsettled(&disk.path.join("state"))["file"].clone();
+    let mut daemon = spawn_daemon(&config, &log);
+    sim.set_change_rate(20.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.set_change_rate(0.0);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let truth = sim.versions(OBJECT);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !verify::verify(&truth, &file_events(), VERIFY_SCHEDULE)
+        .lost_final
+        .is_empty()
+    {
+        assert!(
+            daemon.0.try_wait().unwrap().is_none(),
+            "the restarted daemon exited\n{}",
+            log_tail(&log)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "not caught up after the disk was freed: {}\n{}",
+            verify::verify(&truth, &file_events(), VERIFY_SCHEDULE),
+            log_tail(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    common::sigterm(&daemon.0);
+    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(40));
+    assert!(status.success(), "SIGTERM: {status}\n{}", log_tail(&log));
+    let verdict = verify::verify(&truth, &file_events(), VERIFY_SCHEDULE);
+    println!("{}", verify::TABLE_HEADER);
+    println!("{}", verdict.row("disk full then freed (file)"));
+    assert!(
+        verdict.lost() + verdict.phantoms() + verdict.duplicate_versions.len() == 0,
+        "{verdict}"
+    );
+    let got: HashSet<String> = file_events().into_iter().map(|r| r.event_id).collect();
+    let missing: Vec<&String> = committed.difference(&got).collect();
+    assert!(
+        missing.is_empty(),
+        "committed before the failure, never delivered: {missing:?}"
+    );
+    println!(
+        "{} committed but undelivered at the failure, all delivered after the restart",
+        committed.len()
+    );
+}

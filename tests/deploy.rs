@@ -44,3 +44,26 @@ fn the_compose_config_is_valid() {
     let s = Settings::from_toml(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     assert_eq!(s.sinks.len(), 2);
 }
+
+/// Issue 12.8: the unit lifts the open-files limit well past what the ops
+/// server may hold (`server.max_connections`) plus sled and the sinks.
+#[test]
+fn the_systemd_unit_raises_the_open_files_limit() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/systemd/coupa-changefeed.service"
+    ))
+    .unwrap();
+    let limit: u64 = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("LimitNOFILE="))
+        .expect("LimitNOFILE= in the unit")
+        .trim()
+        .parse()
+        .expect("a number");
+    let max_connections = coupa_changefeed::config::ServerSettings::default().max_connections;
+    assert!(
+        limit >= 4 * max_connections as u64,
+        "LimitNOFILE={limit} vs server.max_connections={max_connections}"
+    );
+}

@@ -300,3 +300,282 @@ async fn no_secret_reaches_logs_or_endpoints() {
         assert!(!bodies.contains(secret), "secret `{secret}` in an endpoint");
     }
 }
+
+/// `coupa-changefeed run` on `config` (as `uid` if given): its exit code
+/// and log, bounded (it must refuse to start, not run).
+fn run_refused(config: &std::path::Path, uid: Option<u32>) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let mut child = common::Reap(cmd.spawn().unwrap());
+    let status = wait_exit(&mut child.0, Duration::from_secs(20));
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    (status.code(), log)
+}
+
+/// Issue 12.7: a state dir on a read-only mount, or one the daemon's user
+/// may not write, is named as such (exit 74), not called damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_or_unwritable_state_dir_says_so_not_damaged() {
+    let Some(disk) = common::Tmpfs::mount("16m") else {
+        return;
+    };
+    let sim = common::quiet_sim(1).await;
+    let existing = disk.path.join("existing");
+    drop(coupa_changefeed::store::Store::open(&existing).unwrap());
+    disk.set_writable(false);
+    for (what, state) in [
+        ("an existing state dir", existing.clone()),
+        ("a new state dir", disk.path.join("new")),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        let text = TestConfig::new(&sim.base_url(), &state)
+            .objects(&["purchase_orders"])
+            .toml();
+        std::fs::write(&config, text).unwrap();
+        let (code, log) = run_refused(&config, None);
+        assert_eq!(code, Some(74), "{what}: {log}");
+        assert!(log.contains("read-only file system"), "{what}: {log}");
+        assert!(!log.contains("damaged"), "{what}: {log}");
+        assert!(log.contains(&state.display().to_string()), "{what}: {log}");
+    }
+    disk.set_writable(true);
+
+    // Root ignores mode bits: run as `nobody` against root's 0700 dir.
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&disk.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let config = dir.path().join("c.toml");
+    let text = TestConfig::new(&sim.base_url(), &existing)
+        .objects(&["purchase_orders"])
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, log) = run_refused(&config, Some(65534));
+    assert_eq!(code, Some(74), "{log}");
+    assert!(log.contains("permission denied"), "{log}");
+    assert!(!log.contains("damaged"), "{log}");
+}
+
+/// Raises this process's open-files limit to what `want` needs.
+fn need_fds(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain struct in, struct out.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < want {
+            // Root (CI) may also raise the hard limit; others only the soft.
+            let raised = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: lim.rlim_max.max(want),
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                lim.rlim_cur = want.min(lim.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= want,
+        "this test needs {want} open files (hard limit {})",
+        lim.rlim_max
+    );
+}
+
+/// Issue 12.8: 1,000 idle connections with half-sent requests against a
+/// daemon held to 512 open files (fewer than the connections): `/healthz` still
+/// answers within 1 s, the file sink keeps writing, nothing logs "Too many
+/// open files".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
+    use std::os::unix::process::CommandExt;
+    use tokio::io::AsyncWriteExt;
+    need_fds(4096);
+    let sim = Simulator::start(SimConfig {
+        initial_records: 5,
+        change_rate: 10.0,
+        change_objects: vec!["purchase_orders".into()],
+        ..common::sim_config()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("c.toml");
+    let log = dir.path().join("daemon.log");
+    let port = free_port();
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .poll("settle = \"1s\"")
+        .file_sink(&events)
+        .listen(&format!("127.0.0.1:{port}"))
+        .toml();
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs pre-exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 512,
+                rlim_max: 512,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut daemon = common::Reap(cmd.spawn().unwrap());
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while read_jsonl(&events).len() < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no events\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("connection {i} not accepted within 5 s"))
+        .unwrap();
+        // A request cut off mid-headers.
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        idle.push(s);
+    }
+    let before = read_jsonl(&events).len();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("/healthz under 1,000 idle connections: {e}"));
+        assert_eq!(r.status(), 200);
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("/healthz with 1,000 idle connections held: slowest of 5 {slowest:?}");
+    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while read_jsonl(&events).len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file sink stopped writing\n{}",
+            log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !log_text().contains("Too many open files"),
+        "{}",
+        log_text()
+    );
+    drop(idle);
+    sigterm(&daemon.0);
+    let status = wait_exit(&mut daemon.0, Duration::from_secs(40));
+    assert!(status.success(), "{status}\n{}", log_text());
+}
+
+/// Issue 12.8: a client that never finishes its headers, one that sends
+/// nothing, and one idle after a keep-alive request are each cut off
+/// (`server.header_timeout`, `server.idle_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = common::quiet_sim(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let port = free_port();
+    let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .listen(&format!("127.0.0.1:{port}"))
+        .toml()
+        .replace(
+            "[server]\n",
+            "[server]\nheader_timeout = \"1s\"\nidle_timeout = \"2s\"\n",
+        );
+    std::fs::write(&config, text).unwrap();
+    let mut daemon = spawn_run(&config, Stdio::null());
+    let connect = || async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(s) => return s,
+                Err(e) => assert!(std::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut trickle = connect().await;
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let mut silent = connect().await;
+    let mut kept = connect().await;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&got).ends_with("ok\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+    }
+    for (what, s) in [
+        ("half-sent headers", &mut trickle),
+        ("nothing sent", &mut silent),
+        ("idle after a request", &mut kept),
+    ] {
+        // Closed (EOF or reset) well within 10 s, not held open for good.
+        let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await;
+        match r {
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{what}: {text}");
+            }
+            Ok(Err(_)) => {}
+            Err(_) => panic!("{what}: still open after 10 s"),
+        }
+    }
+    sigterm(&daemon.0);
+    assert!(wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
+}

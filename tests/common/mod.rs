@@ -629,3 +629,63 @@ pub fn spawn_run(config: &Path, stderr: impl Into<std::process::Stdio>) -> Reap 
             .unwrap(),
     )
 }
+
+/// A small tmpfs mounted for a test (a disk that can fill up or turn
+/// read-only), unmounted on drop. `None` (after printing why) when not
+/// root outside CI; under `CI=true` (root) failing to mount is a failure.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let parent = tempfile::tempdir().unwrap();
+        let path = parent.path().join("mnt");
+        std::fs::create_dir(&path).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs {
+                path,
+                _parent: parent,
+            }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "cannot mount a tmpfs under CI: {why}"
+                );
+                println!("skipped: needs root to mount tmpfs ({})", why.trim());
+                None
+            }
+        }
+    }
+
+    /// Remounts it read-only (`false`) or read-write (`true`).
+    pub fn set_writable(&self, writable: bool) {
+        let opt = if writable { "remount,rw" } else { "remount,ro" };
+        let ok = std::process::Command::new("mount")
+            .args(["-o", opt])
+            .arg(&self.path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -o {opt} {}", self.path.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a daemon a failed test left behind may still hold files.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
