@@ -637,12 +637,12 @@ impl Poller {
         Ok(())
     }
 
+    /// The events' origin; the base URL without user info, which would put
+    /// a password in every event's `source` (and its rotation would change
+    /// every event id).
     fn origin(&self, path: String) -> Origin {
         Origin {
-            base_url: self
-                .client
-                .base_url()
-                .as_str()
+            base_url: crate::redact::display_url(self.client.base_url())
                 .trim_end_matches('/')
                 .to_string(),
             object: self.plan.name.clone(),

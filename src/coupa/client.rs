@@ -21,7 +21,7 @@ use url::Url;
 
 use super::auth::Auth;
 use super::error::{
-    field_errors, snippet, validation_messages, CoupaError, FieldError, MalformedKind,
+    field_errors, validation_messages, CoupaError, FieldError, MalformedKind,
     TransportKind,
 };
 use super::record::Record;
@@ -630,7 +630,7 @@ impl Inner {
                         } else {
                             content_type
                         },
-                        self.auth.redact(&snippet(&r.body))
+                        self.auth.snippet(&r.body)
                     ),
                 }
             }
@@ -641,7 +641,7 @@ impl Inner {
 /// The error for a non-2xx response (and its `Retry-After`).
 pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure {
     let url = shown.to_string();
-    let text = || inner.auth.redact(&snippet(&r.body));
+    let text = || inner.auth.snippet(&r.body);
     let err = match r.status.as_u16() {
         status @ 300..=399 => CoupaError::Redirect {
             url,
@@ -728,10 +728,7 @@ pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, CoupaError> {
 
 /// A URL for messages and logs: userinfo removed.
 pub(crate) fn display_url(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
+    crate::redact::display_url(url)
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (measured against the
