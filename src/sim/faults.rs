@@ -46,6 +46,17 @@ pub enum Fault {
     StatusAfterHandling { status: u16 },
     /// 200 and half the body, then the connection drops.
     ResetConnection,
+    /// Answers `status` with a body quoting the request back (headers,
+    /// body, decoded form fields) after `pad` filler characters, as some
+    /// proxies and error pages do: the daemon must redact what it sent.
+    /// `json`: inside a JSON error (`"` and `\` escaped), else plain text.
+    Echo {
+        status: u16,
+        #[serde(default)]
+        pad: usize,
+        #[serde(default)]
+        json: bool,
+    },
 }
 
 /// A fault and the requests it applies to.
@@ -164,6 +175,27 @@ pub(crate) fn status_response(
         h.insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// [`Fault::Echo`]: the request quoted back after `pad` filler characters.
+pub(crate) async fn echo(req: axum::extract::Request, status: u16, pad: usize, json: bool) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let mut text = "x".repeat(pad);
+    text += &format!("{} {}", parts.method, parts.uri);
+    for (name, value) in &parts.headers {
+        text += &format!("; {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    text += &format!("; body: {}", String::from_utf8_lossy(&body));
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        text += &format!("; {k}={v}");
+    }
+    let body = if json {
+        serde_json::json!({"errors": {"base": [text]}}).to_string()
+    } else {
+        text
+    };
+    status_response(status, None, Some(&body))
 }
 
 /// What a proxy in front of Coupa serves when the app behind it is sick.
