@@ -1360,3 +1360,132 @@ fn echoed_secrets_never_show() {
     );
     assert_eq!((lost, duplicates, phantoms), (0, 0, 0));
 }
+
+/// Issue 12 item 6, first bullet and the stale error: a receiver answering
+/// `401 invalid token <token>` (the header's token without `Bearer `) shows
+/// it in no dead letter and no sink status; once the receiver accepts
+/// again, the sink's `last_error` is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_header_token_is_hidden_and_a_recovered_sink_clears_its_error() {
+    const TOKEN: &str = "HOOKHDR-4f2a9c1e7b3d";
+    let sim = common::quiet_sim(2).await;
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = refuse.clone();
+    let answer = move |h: HeaderMap| {
+        let refuse = flag.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+            let bare = auth.unwrap_or("").trim_start_matches("Bearer ").to_string();
+            if refuse {
+                (StatusCode::UNAUTHORIZED, format!("401 invalid token {bare}"))
+            } else {
+                (StatusCode::OK, String::new())
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _rx = tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/hook", post(answer)))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .sink(&format!(
+            "type = \"webhook\"\nname = \"hook\"\nurl = \"http://{addr}/hook\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ authorization = \"Bearer {TOKEN}\" }}\nmax_backoff = \"200ms\""
+        ))
+        .settings();
+    let d = Daemon::start(&settings);
+    wait_for("dead letters", LIMIT, || {
+        d.store().dead_letters(Some("hook")).unwrap().len() == 2
+    })
+    .await;
+    for dl in d.store().dead_letters(Some("hook")).unwrap() {
+        assert!(dl.error.contains("invalid token [redacted]"), "{}", dl.error);
+        assert!(!dl.error.contains(&TOKEN[..8]), "{}", dl.error);
+    }
+    let error = d.sink("hook").last_error.unwrap_or_default();
+    assert!(error.contains("401") && !error.contains(&TOKEN[8..]), "{error}");
+
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    sim.create("purchase_orders", json!({}));
+    wait_for("a delivery", LIMIT, || d.sink("hook").delivered >= 1).await;
+    assert_eq!(d.sink("hook").last_error, None, "recovered, yet the old error shows");
+    d.stop().await.unwrap();
+}
+
+/// Issue 12 item 6, bullets 2 and 3: a token endpoint error quoting the
+/// client secret just before the 200-character cut (20 of 25 characters
+/// showed), or JSON-escaped (`"` and `\`), shows none of it in `get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_secret_across_the_cut_or_json_escaped_is_hidden() {
+    const SECRET: &str = "cs-q\"uo\\te-0123456789abcd";
+    let sim = Simulator::start(SimConfig {
+        initial_records: 1,
+        oauth_clients: vec![OAuthClient::with_all_scopes("daemon", SECRET)],
+        rate_limit: None,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let toml = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .toml()
+        .replace(
+            &format!("api_key = \"{}\"", common::API_KEY),
+            &format!(
+                "max_attempts = 1\noauth = {{ client_id = \"daemon\", client_secret = {} }}",
+                serde_json::to_string(SECRET).unwrap()
+            ),
+        );
+    std::fs::write(&config, toml).unwrap();
+    let escaped = serde_json::to_string(SECRET).unwrap();
+    for body in [
+        format!("{}{SECRET}", "x".repeat(180)),
+        json!({"error": "server_error", "error_description": format!("bad client_secret {SECRET}")})
+            .to_string(),
+    ] {
+        sim.inject(FaultRule {
+            fault: Fault::Status {
+                status: 500,
+                retry_after: None,
+                body: Some(body),
+            },
+            times: 1,
+            path_contains: Some("/oauth2/token".into()),
+        });
+        let (ok, out) = common::cli(&["get", "purchase_orders", "1"], &config);
+        assert!(!ok && out.contains("HTTP 500"), "{out}");
+        assert_no_eight("`get`", SECRET, &out);
+        assert!(!out.contains(&escaped[1..9]), "{out}");
+    }
+}
+
+/// Issue 12 item 6, last bullet: `base_url = "http://user:pass@host"` puts
+/// the password in no event's `source`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_user_info_is_not_published_in_events() {
+    const PASSWORD: &str = "url-pass-9e4b71";
+    let sim = common::quiet_sim(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let with_user = sim.base_url().replace("http://", &format!("http://svc:{PASSWORD}@"));
+    let toml = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .file_sink(&events)
+        .toml()
+        .replace(&sim.base_url(), &with_user);
+    let settings = coupa_changefeed::config::Settings::from_toml(&toml).unwrap();
+    let d = Daemon::start(&settings);
+    wait_for("two events", LIMIT, || read_jsonl(&events).len() >= 2).await;
+    d.stop().await.unwrap();
+    for ev in read_jsonl(&events) {
+        let source = ev["source"].as_str().unwrap();
+        assert!(!source.contains(PASSWORD) && !source.contains("svc@"), "{source}");
+        assert!(source.starts_with(sim.base_url().trim_end_matches('/')), "{source}");
+    }
+}
