@@ -874,15 +874,17 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 /// A receiver that rejects every event with 401, echoing what it was sent
-/// (URL with its query, auth header, signature) as some real ones do.
+/// (URL with its query, auth header and its token without `Bearer `,
+/// signature) as some real ones do.
 async fn echoing_receiver() -> (String, tokio::task::JoinHandle<()>) {
     async fn echo(uri: Uri, h: HeaderMap) -> (StatusCode, String) {
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
         (
             StatusCode::UNAUTHORIZED,
             format!(
-                "rejected {uri}: x-auth `{}` signature `{}`",
+                "rejected {uri}: x-auth `{}` token {} signature `{}`",
                 get("x-auth"),
+                get("x-auth").trim_start_matches("Bearer "),
                 get("webhook-signature")
             ),
         )
@@ -902,7 +904,7 @@ async fn echoing_receiver() -> (String, tokio::task::JoinHandle<()>) {
 fn secret_sinks(config: TestConfig, hook_url: &str) -> TestConfig {
     config
         .sink(&format!(
-            "type = \"webhook\"\nurl = \"{hook_url}\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ \"x-auth\" = \"{HEADER_TOKEN}\" }}\nmax_backoff = \"200ms\""
+            "type = \"webhook\"\nurl = \"{hook_url}\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ \"x-auth\" = \"Bearer {HEADER_TOKEN}\" }}\nmax_backoff = \"200ms\""
         ))
         .sink(&format!(
             "type = \"kafka\"\nbrokers = \"127.0.0.1:{}\"\nmax_backoff = \"200ms\"\n[sinks.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanisms\" = \"PLAIN\"\n\"sasl.username\" = \"svc\"\n\"sasl.password\" = \"{SASL_PASSWORD}\"\n\"message.timeout.ms\" = \"1000\"",
