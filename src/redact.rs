@@ -295,7 +295,10 @@ mod tests {
         assert!(!e.contains("0123"), "{e}");
         // A text that stops inside a secret (a read cap) hides the tail.
         assert_eq!(s.redact("error: 0123456"), "error: [redacted]");
-        assert_eq!(secrets(&["abcdef\"gh"]).redact("x abcdef\\"), "x [redacted]");
+        assert_eq!(
+            secrets(&["abcdef\"gh"]).redact("x abcdef\\"),
+            "x [redacted]"
+        );
     }
 
     #[test]
@@ -304,7 +307,10 @@ mod tests {
         assert_eq!(display_url(&u), "http://host:8080/api?x=1");
         let mut s = Secrets::new();
         s.add_userinfo(&u);
-        assert_eq!(s.redact("p@ss p%40ss dXNlcjpwQHNz"), "[redacted] [redacted] [redacted]");
+        assert_eq!(
+            s.redact("p@ss p%40ss dXNlcjpwQHNz"),
+            "[redacted] [redacted] [redacted]"
+        );
     }
 
     #[test]

@@ -27,14 +27,14 @@ use coupa_changefeed::sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };
 use coupa_changefeed::verify::{self, Received, Verdict};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
-use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -1108,7 +1108,11 @@ fn echoes() -> impl Strategy<Value = Echoes> {
         secret_chars(true, 16..32),
         secret_chars(false, 12..24),
         secret_chars(true, 12..24),
-        (0usize..260, any::<bool>(), prop_oneof![Just(400u16), Just(403), Just(500)]),
+        (
+            0usize..260,
+            any::<bool>(),
+            prop_oneof![Just(400u16), Just(403), Just(500)],
+        ),
         (0usize..260, any::<bool>()),
         (0usize..260, any::<bool>()),
     )
@@ -1247,7 +1251,13 @@ async fn echoed_secrets_case(e: &Echoes) -> Verdict {
 
     let inject = || {
         if e.oauth {
-            sim.inject(echo(500, e.token_pad, e.token_json, Some("/oauth2/token"), 1));
+            sim.inject(echo(
+                500,
+                e.token_pad,
+                e.token_json,
+                Some("/oauth2/token"),
+                1,
+            ));
         }
         sim.inject(echo(e.coupa_status, e.coupa_pad, e.coupa_json, None, 2));
     };
@@ -1279,7 +1289,10 @@ async fn echoed_secrets_case(e: &Echoes) -> Verdict {
     }
     shown.push((
         "events",
-        sent.iter().map(Value::to_string).collect::<Vec<_>>().join("\n"),
+        sent.iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
     ));
     for args in [&["dlq", "list"][..], &["dlq", "list", "--json"][..]] {
         let (ok, out) = common::cli(args, &config);
@@ -1337,7 +1350,10 @@ fn echoed_secrets_never_show() {
         })) {
             Ok(v) => {
                 let mut t = totals.borrow_mut();
-                for (t, n) in t.iter_mut().zip([v.events, v.lost(), v.duplicates(), v.phantoms()]) {
+                for (t, n) in t
+                    .iter_mut()
+                    .zip([v.events, v.lost(), v.duplicates(), v.phantoms()])
+                {
                     *t += n;
                 }
                 Ok(())
@@ -1379,7 +1395,10 @@ async fn a_bare_header_token_is_hidden_and_a_recovered_sink_clears_its_error() {
             let auth = h.get("authorization").and_then(|v| v.to_str().ok());
             let bare = auth.unwrap_or("").trim_start_matches("Bearer ").to_string();
             if refuse {
-                (StatusCode::UNAUTHORIZED, format!("401 invalid token {bare}"))
+                (
+                    StatusCode::UNAUTHORIZED,
+                    format!("401 invalid token {bare}"),
+                )
             } else {
                 (StatusCode::OK, String::new())
             }
@@ -1405,16 +1424,27 @@ async fn a_bare_header_token_is_hidden_and_a_recovered_sink_clears_its_error() {
     })
     .await;
     for dl in d.store().dead_letters(Some("hook")).unwrap() {
-        assert!(dl.error.contains("invalid token [redacted]"), "{}", dl.error);
+        assert!(
+            dl.error.contains("invalid token [redacted]"),
+            "{}",
+            dl.error
+        );
         assert!(!dl.error.contains(&TOKEN[..8]), "{}", dl.error);
     }
     let error = d.sink("hook").last_error.unwrap_or_default();
-    assert!(error.contains("401") && !error.contains(&TOKEN[8..]), "{error}");
+    assert!(
+        error.contains("401") && !error.contains(&TOKEN[8..]),
+        "{error}"
+    );
 
     refuse.store(false, std::sync::atomic::Ordering::SeqCst);
     sim.create("purchase_orders", json!({}));
     wait_for("a delivery", LIMIT, || d.sink("hook").delivered >= 1).await;
-    assert_eq!(d.sink("hook").last_error, None, "recovered, yet the old error shows");
+    assert_eq!(
+        d.sink("hook").last_error,
+        None,
+        "recovered, yet the old error shows"
+    );
     d.stop().await.unwrap();
 }
 
@@ -1475,7 +1505,9 @@ async fn url_user_info_is_not_published_in_events() {
     let sim = common::quiet_sim(2).await;
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let with_user = sim.base_url().replace("http://", &format!("http://svc:{PASSWORD}@"));
+    let with_user = sim
+        .base_url()
+        .replace("http://", &format!("http://svc:{PASSWORD}@"));
     let toml = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])
         .file_sink(&events)
@@ -1487,7 +1519,13 @@ async fn url_user_info_is_not_published_in_events() {
     d.stop().await.unwrap();
     for ev in read_jsonl(&events) {
         let source = ev["source"].as_str().unwrap();
-        assert!(!source.contains(PASSWORD) && !source.contains("svc@"), "{source}");
-        assert!(source.starts_with(sim.base_url().trim_end_matches('/')), "{source}");
+        assert!(
+            !source.contains(PASSWORD) && !source.contains("svc@"),
+            "{source}"
+        );
+        assert!(
+            source.starts_with(sim.base_url().trim_end_matches('/')),
+            "{source}"
+        );
     }
 }

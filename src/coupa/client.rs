@@ -21,8 +21,7 @@ use url::Url;
 
 use super::auth::Auth;
 use super::error::{
-    field_errors, validation_messages, CoupaError, FieldError, MalformedKind,
-    TransportKind,
+    field_errors, validation_messages, CoupaError, FieldError, MalformedKind, TransportKind,
 };
 use super::record::Record;
 use crate::config::CoupaSettings;

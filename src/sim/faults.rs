@@ -15,7 +15,8 @@ use super::RateLimit;
 /// One kind of misbehaviour. Over HTTP (serde, externally tagged):
 /// `{"status":{"status":503,"retry_after":"2"}}`, `{"delay":"1500ms"}`,
 /// `{"trim_page":{"max":10}}`, `"malformed_json"`, `"html_page"`,
-/// `"reset_connection"`, `{"status_after_handling":{"status":500}}`.
+/// `"reset_connection"`, `{"status_after_handling":{"status":500}}`,
+/// `{"echo":{"status":500,"pad":150,"json":true}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -178,9 +179,16 @@ pub(crate) fn status_response(
 }
 
 /// [`Fault::Echo`]: the request quoted back after `pad` filler characters.
-pub(crate) async fn echo(req: axum::extract::Request, status: u16, pad: usize, json: bool) -> Response {
+pub(crate) async fn echo(
+    req: axum::extract::Request,
+    status: u16,
+    pad: usize,
+    json: bool,
+) -> Response {
     let (parts, body) = req.into_parts();
-    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let mut text = "x".repeat(pad);
     text += &format!("{} {}", parts.method, parts.uri);
     for (name, value) in &parts.headers {
