@@ -30,7 +30,7 @@ pub async fn run(settings: &Settings) -> Vec<CheckRow> {
         Err(e) => {
             rows.push(row(
                 "coupa",
-                settings.coupa.base_url.as_str(),
+                &crate::redact::display_url(&settings.coupa.base_url),
                 Err(e.to_string()),
             ));
             return rows;
@@ -59,7 +59,8 @@ pub async fn run(settings: &Settings) -> Vec<CheckRow> {
     } else {
         Err("no request succeeded with the API key (see the object rows)".to_string())
     };
-    rows.insert(0, row("coupa", settings.coupa.base_url.as_str(), auth));
+    let shown = crate::redact::display_url(&settings.coupa.base_url);
+    rows.insert(0, row("coupa", &shown, auth));
     for sink in &settings.sinks {
         let result = probe_sink(sink).await;
         rows.push(row("sink", &sink.name(), result));

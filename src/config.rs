@@ -841,7 +841,10 @@ impl Settings {
         if !matches!(c.base_url.scheme(), "http" | "https") || c.base_url.host().is_none() {
             return Err(ConfigError::new(
                 "coupa.base_url",
-                format!("`{}` is not an http(s) URL with a host", c.base_url),
+                format!(
+                    "`{}` is not an http(s) URL with a host",
+                    crate::redact::display_url(&c.base_url)
+                ),
             ));
         }
         match (&c.api_key, &c.oauth) {

@@ -310,6 +310,9 @@ impl<S: Sink> Drain<S> {
                 }
                 if let Some(e) = &last_error {
                     st.last_error = Some(e.clone());
+                } else if delivered > 0 {
+                    // Recovered: an old error would read as a current one.
+                    st.last_error = None;
                 }
                 // Failing = nothing gets through; a batch settled only by
                 // dead letters does not make the sink healthy.

@@ -46,6 +46,7 @@ pub mod demo;
 pub mod event;
 pub mod metrics;
 pub mod poller;
+pub mod redact;
 pub mod server;
 pub mod shutdown;
 pub mod sim;

@@ -714,12 +714,12 @@ impl Poller {
         Ok(())
     }
 
+    /// The events' origin; the base URL without user info, which would put
+    /// a password in every event's `source` (and its rotation would change
+    /// every event id).
     fn origin(&self, path: String) -> Origin {
         Origin {
-            base_url: self
-                .client
-                .base_url()
-                .as_str()
+            base_url: crate::redact::display_url(self.client.base_url())
                 .trim_end_matches('/')
                 .to_string(),
             object: self.plan.name.clone(),
@@ -1196,9 +1196,7 @@ impl Poller {
                         serde_json::Value::String(s) => self.client.redact(s),
                         other => self.client.redact(&other.to_string()),
                     }),
-                    excerpt: self
-                        .client
-                        .redact(&crate::coupa::error::snippet(&canonical_json(rec))),
+                    excerpt: self.client.snippet(&canonical_json(rec)),
                 }),
                 Err(r) => Some(r.clone()),
             };

@@ -27,6 +27,8 @@ use coupa_changefeed::sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };
 use coupa_changefeed::verify::{self, Received, Verdict};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -872,15 +874,17 @@ fn assert_no_secret(what: &str, text: &str) {
 }
 
 /// A receiver that rejects every event with 401, echoing what it was sent
-/// (URL with its query, auth header, signature) as some real ones do.
+/// (URL with its query, auth header and its token without `Bearer `,
+/// signature) as some real ones do.
 async fn echoing_receiver() -> (String, tokio::task::JoinHandle<()>) {
     async fn echo(uri: Uri, h: HeaderMap) -> (StatusCode, String) {
         let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
         (
             StatusCode::UNAUTHORIZED,
             format!(
-                "rejected {uri}: x-auth `{}` signature `{}`",
+                "rejected {uri}: x-auth `{}` token {} signature `{}`",
                 get("x-auth"),
+                get("x-auth").trim_start_matches("Bearer "),
                 get("webhook-signature")
             ),
         )
@@ -900,7 +904,7 @@ async fn echoing_receiver() -> (String, tokio::task::JoinHandle<()>) {
 fn secret_sinks(config: TestConfig, hook_url: &str) -> TestConfig {
     config
         .sink(&format!(
-            "type = \"webhook\"\nurl = \"{hook_url}\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ \"x-auth\" = \"{HEADER_TOKEN}\" }}\nmax_backoff = \"200ms\""
+            "type = \"webhook\"\nurl = \"{hook_url}\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ \"x-auth\" = \"Bearer {HEADER_TOKEN}\" }}\nmax_backoff = \"200ms\""
         ))
         .sink(&format!(
             "type = \"kafka\"\nbrokers = \"127.0.0.1:{}\"\nmax_backoff = \"200ms\"\n[sinks.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanisms\" = \"PLAIN\"\n\"sasl.username\" = \"svc\"\n\"sasl.password\" = \"{SASL_PASSWORD}\"\n\"message.timeout.ms\" = \"1000\"",
@@ -1105,4 +1109,479 @@ async fn date_a_year_ahead() -> (String, Verdict) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_time_loses_nothing() {
     report(&[date_a_year_ahead().await]);
+}
+
+// ------------------------------------- issue 12 item 6: echoed secrets
+
+/// Characters that broke redaction: quotes, backslashes, `+`, `/`, spaces
+/// (form `+`), non-ASCII (`%XX`, `\uXXXX`); `ascii` for header values.
+fn secret_chars(ascii: bool, len: std::ops::Range<usize>) -> impl Strategy<Value = String> {
+    let special = if ascii {
+        prop_oneof![Just('"'), Just('\\'), Just('+'), Just('/'), Just('%')].boxed()
+    } else {
+        prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('+'),
+            Just('/'),
+            Just('%'),
+            Just(' '),
+            Just('é'),
+            Just('€'),
+            Just('😀')
+        ]
+        .boxed()
+    };
+    proptest::collection::vec(
+        prop_oneof![3 => proptest::char::range('a', 'z'), 2 => special],
+        len,
+    )
+    .prop_map(|v| v.into_iter().collect())
+}
+
+/// One generated case: the secrets and where each echo puts them.
+#[derive(Debug, Clone)]
+struct Echoes {
+    /// OAuth (client secret) or API key with a password in `base_url`.
+    oauth: bool,
+    coupa_secret: String,
+    url_password: String,
+    /// The webhook `authorization` header is `Bearer <hook_token>`.
+    hook_token: String,
+    coupa_pad: usize,
+    coupa_json: bool,
+    coupa_status: u16,
+    token_pad: usize,
+    token_json: bool,
+    hook_pad: usize,
+    hook_json: bool,
+}
+
+fn echoes() -> impl Strategy<Value = Echoes> {
+    (
+        any::<bool>(),
+        secret_chars(false, 16..32),
+        secret_chars(true, 16..32),
+        secret_chars(false, 12..24),
+        secret_chars(true, 12..24),
+        (
+            0usize..260,
+            any::<bool>(),
+            prop_oneof![Just(400u16), Just(403), Just(500)],
+        ),
+        (0usize..260, any::<bool>()),
+        (0usize..260, any::<bool>()),
+    )
+        .prop_map(|(oauth, s, key, pw, hook, c, t, h)| Echoes {
+            oauth,
+            coupa_secret: if oauth { s } else { key },
+            url_password: pw,
+            hook_token: format!("HOOKHDR-{hook}"),
+            coupa_pad: c.0,
+            coupa_json: c.1,
+            coupa_status: c.2,
+            token_pad: t.0,
+            token_json: t.1,
+            hook_pad: h.0,
+            hook_json: h.1,
+        })
+}
+
+/// The forms an echo may take: raw, JSON-escaped (also `\uXXXX`),
+/// form-encoded and percent-encoded.
+fn encodings(s: &str) -> Vec<String> {
+    let json = serde_json::to_string(s).unwrap();
+    vec![
+        s.to_string(),
+        json[1..json.len() - 1].to_string(),
+        s.encode_utf16().map(|u| format!("\\u{u:04x}")).collect(),
+        url::form_urlencoded::byte_serialize(s.as_bytes()).collect(),
+        s.bytes().map(|b| format!("%{b:02X}")).collect(),
+    ]
+}
+
+/// Fails when any 8 characters of `secret`, in any encoding, are in `text`.
+fn assert_no_eight(what: &str, secret: &str, text: &str) {
+    let chars: Vec<char> = secret.chars().collect();
+    for w in chars.windows(8) {
+        let w: String = w.iter().collect();
+        for form in encodings(&w) {
+            assert!(
+                !text.contains(&form),
+                "{what} shows `{form}` of secret `{secret}`:\n{text}"
+            );
+        }
+    }
+}
+
+/// A receiver refusing every event with `401 invalid token <token>` (the
+/// header value without `Bearer `) after `pad` characters, plain or JSON.
+async fn token_echoing_receiver(pad: usize, json: bool) -> (String, tokio::task::JoinHandle<()>) {
+    let echo = move |h: HeaderMap| async move {
+        let auth = h
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let text = format!(
+            "{}invalid token {}",
+            "x".repeat(pad),
+            auth.trim_start_matches("Bearer ")
+        );
+        let body = if json {
+            json!({ "error": text }).to_string()
+        } else {
+            text
+        };
+        (StatusCode::UNAUTHORIZED, body)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/hook", post(echo)))
+            .await
+            .unwrap();
+    });
+    (format!("http://{addr}/hook"), task)
+}
+
+fn echo(status: u16, pad: usize, json: bool, path: Option<&str>, times: usize) -> FaultRule {
+    FaultRule {
+        fault: Fault::Echo { status, pad, json },
+        times,
+        path_contains: path.map(str::to_string),
+    }
+}
+
+/// One case: Coupa, its token endpoint and a receiver echo the secrets;
+/// logs, `/status`, `/readyz`, `/metrics`, the status page, events, dead
+/// letters, `check` and `get` show none of them; the file sink's events
+/// judged against the simulator.
+async fn echoed_secrets_case(e: &Echoes) -> Verdict {
+    let sim = Simulator::start(SimConfig {
+        initial_records: 3,
+        api_key: (!e.oauth).then(|| e.coupa_secret.clone()),
+        oauth_clients: if e.oauth {
+            vec![OAuthClient::with_all_scopes("daemon", &e.coupa_secret)]
+        } else {
+            Vec::new()
+        },
+        rate_limit: None,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let (hook_url, _hook) = token_echoing_receiver(e.hook_pad, e.hook_json).await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let config = dir.path().join("c.toml");
+    let port = free_port();
+    let mut base_url = url::Url::parse(&sim.base_url()).unwrap();
+    let quoted = |s: &str| serde_json::to_string(s).unwrap();
+    let auth = if e.oauth {
+        format!(
+            "oauth = {{ client_id = \"daemon\", client_secret = {} }}",
+            quoted(&e.coupa_secret)
+        )
+    } else {
+        // reqwest sends URL user info as Basic auth, beside the API key.
+        base_url.set_username("svc").unwrap();
+        base_url.set_password(Some(&e.url_password)).unwrap();
+        format!("api_key = {}", quoted(&e.coupa_secret))
+    };
+    let toml = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .listen(&format!("127.0.0.1:{port}"))
+        .file_sink(&events)
+        .sink(&format!(
+            "type = \"webhook\"\nname = \"hook\"\nurl = \"{hook_url}\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ authorization = {} }}\nmax_backoff = \"200ms\"",
+            quoted(&format!("Bearer {}", e.hook_token))
+        ))
+        .raw("[log]\nformat = \"json\"")
+        .toml()
+        .replace(
+            &format!("base_url = \"{}\"", sim.base_url()),
+            &format!("base_url = {}", quoted(base_url.as_str())),
+        )
+        .replace(&format!("api_key = \"{}\"", common::API_KEY), &auth);
+    std::fs::write(&config, toml).unwrap();
+
+    let inject = || {
+        if e.oauth {
+            sim.inject(echo(
+                500,
+                e.token_pad,
+                e.token_json,
+                Some("/oauth2/token"),
+                1,
+            ));
+        }
+        sim.inject(echo(e.coupa_status, e.coupa_pad, e.coupa_json, None, 2));
+    };
+    inject();
+    let (bodies, logs) = run_daemon(&config, port, |s| {
+        s["sinks"].as_array().is_some_and(|k| {
+            k.iter()
+                .any(|k| k["name"] == "hook" && k["dead_letters"].as_u64() >= Some(1))
+                && k.iter().all(|k| k["backlog"] == 0)
+        })
+    })
+    .await;
+    let echoed = sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == e.coupa_status)
+        .count();
+    assert!(echoed >= 1, "Coupa echoed nothing");
+    let mut shown = vec![("endpoints", bodies), ("logs", logs)];
+    let sent = read_jsonl(&events);
+    assert!(!sent.is_empty(), "no events");
+    for ev in &sent {
+        assert!(
+            ev["source"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("http://127.0.0.1:")),
+            "source shows user info: {ev}"
+        );
+    }
+    shown.push((
+        "events",
+        sent.iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    ));
+    for args in [&["dlq", "list"][..], &["dlq", "list", "--json"][..]] {
+        let (ok, out) = common::cli(args, &config);
+        assert!(ok, "{out}");
+        assert!(out.contains("401"), "dead letters carry the answer: {out}");
+        shown.push(("dlq list", out));
+    }
+    for args in [
+        &["check"][..],
+        &["check", "--json"][..],
+        &["get", "purchase_orders", "1"][..],
+    ] {
+        inject();
+        let (_, out) = common::cli(args, &config);
+        shown.push(("check/get", out));
+    }
+    for (what, text) in &shown {
+        for secret in [&e.coupa_secret, &e.hook_token, &e.url_password] {
+            assert_no_eight(what, secret, text);
+        }
+    }
+    verify::verify(
+        &truth(&sim.clone_handle(), &["purchase_orders"]),
+        &from_jsonl(&events),
+        SCHEDULE,
+    )
+}
+
+/// Issue 12 item 6: random secrets (quotes, backslashes, `+`, `/`,
+/// non-ASCII) echoed at random offsets, raw or in JSON, by Coupa, its
+/// token endpoint and a webhook receiver: no 8 characters of any of them
+/// reach any output. `PROPTEST_CASES` sets the number of cases (default 3:
+/// each runs the real daemon).
+#[test]
+fn echoed_secrets_never_show() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases,
+        max_shrink_iters: 4,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let totals = std::cell::RefCell::new([0usize; 4]);
+    let result = runner.run(&echoes(), |e| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(echoed_secrets_case(&e))
+        })) {
+            Ok(v) => {
+                let mut t = totals.borrow_mut();
+                for (t, n) in t
+                    .iter_mut()
+                    .zip([v.events, v.lost(), v.duplicates(), v.phantoms()])
+                {
+                    *t += n;
+                }
+                Ok(())
+            }
+            Err(p) => {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(TestCaseError::fail(why))
+            }
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let [events, lost, duplicates, phantoms] = *totals.borrow();
+    println!("{}", verify::TABLE_HEADER);
+    println!(
+        "| secrets echoed by Coupa, token endpoint and receiver ({cases} random cases, none shown) | {events} | {lost} | {duplicates} | {phantoms} |"
+    );
+    assert_eq!((lost, duplicates, phantoms), (0, 0, 0));
+}
+
+/// Issue 12 item 6, first bullet and the stale error: a receiver answering
+/// `401 invalid token <token>` (the header's token without `Bearer `) shows
+/// it in no dead letter and no sink status; once the receiver accepts
+/// again, the sink's `last_error` is cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_header_token_is_hidden_and_a_recovered_sink_clears_its_error() {
+    const TOKEN: &str = "HOOKHDR-4f2a9c1e7b3d";
+    let sim = common::quiet_sim(2).await;
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = refuse.clone();
+    let answer = move |h: HeaderMap| {
+        let refuse = flag.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+            let bare = auth.unwrap_or("").trim_start_matches("Bearer ").to_string();
+            if refuse {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    format!("401 invalid token {bare}"),
+                )
+            } else {
+                (StatusCode::OK, String::new())
+            }
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _rx = tokio::spawn(async move {
+        axum::serve(listener, Router::new().route("/hook", post(answer)))
+            .await
+            .unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .sink(&format!(
+            "type = \"webhook\"\nname = \"hook\"\nurl = \"http://{addr}/hook\"\nsecret = \"{HOOK_SECRET}\"\nheaders = {{ authorization = \"Bearer {TOKEN}\" }}\nmax_backoff = \"200ms\""
+        ))
+        .settings();
+    let d = Daemon::start(&settings);
+    wait_for("dead letters", LIMIT, || {
+        d.store().dead_letters(Some("hook")).unwrap().len() == 2
+    })
+    .await;
+    for dl in d.store().dead_letters(Some("hook")).unwrap() {
+        assert!(
+            dl.error.contains("invalid token [redacted]"),
+            "{}",
+            dl.error
+        );
+        assert!(!dl.error.contains(&TOKEN[..8]), "{}", dl.error);
+    }
+    let error = d.sink("hook").last_error.unwrap_or_default();
+    assert!(
+        error.contains("401") && !error.contains(&TOKEN[8..]),
+        "{error}"
+    );
+
+    refuse.store(false, std::sync::atomic::Ordering::SeqCst);
+    sim.create("purchase_orders", json!({}));
+    wait_for("a delivery", LIMIT, || d.sink("hook").delivered >= 1).await;
+    assert_eq!(
+        d.sink("hook").last_error,
+        None,
+        "recovered, yet the old error shows"
+    );
+    d.stop().await.unwrap();
+}
+
+/// Issue 12 item 6, bullets 2 and 3: a token endpoint error quoting the
+/// client secret just before the 200-character cut (20 of 25 characters
+/// showed), or JSON-escaped (`"` and `\`), shows none of it in `get`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_secret_across_the_cut_or_json_escaped_is_hidden() {
+    const SECRET: &str = "cs-q\"uo\\te-0123456789abcd";
+    let sim = Simulator::start(SimConfig {
+        initial_records: 1,
+        oauth_clients: vec![OAuthClient::with_all_scopes("daemon", SECRET)],
+        rate_limit: None,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    let toml = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .toml()
+        .replace(
+            &format!("api_key = \"{}\"", common::API_KEY),
+            &format!(
+                "max_attempts = 1\noauth = {{ client_id = \"daemon\", client_secret = {} }}",
+                serde_json::to_string(SECRET).unwrap()
+            ),
+        );
+    std::fs::write(&config, toml).unwrap();
+    let escaped = serde_json::to_string(SECRET).unwrap();
+    for body in [
+        format!("{}{SECRET}", "x".repeat(180)),
+        json!({"error": "server_error", "error_description": format!("bad client_secret {SECRET}")})
+            .to_string(),
+    ] {
+        sim.inject(FaultRule {
+            fault: Fault::Status {
+                status: 500,
+                retry_after: None,
+                body: Some(body),
+            },
+            times: 1,
+            path_contains: Some("/oauth2/token".into()),
+        });
+        let (ok, out) = common::cli(&["get", "purchase_orders", "1"], &config);
+        assert!(!ok && out.contains("HTTP 500"), "{out}");
+        assert_no_eight("`get`", SECRET, &out);
+        assert!(!out.contains(&escaped[1..9]), "{out}");
+    }
+}
+
+/// Issue 12 item 6, last bullet: `base_url = "http://user:pass@host"` puts
+/// the password in no event's `source`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_user_info_is_not_published_in_events() {
+    const PASSWORD: &str = "url-pass-9e4b71";
+    let sim = common::quiet_sim(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let with_user = sim
+        .base_url()
+        .replace("http://", &format!("http://svc:{PASSWORD}@"));
+    let toml = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["purchase_orders"])
+        .file_sink(&events)
+        .toml()
+        .replace(&sim.base_url(), &with_user);
+    let settings = coupa_changefeed::config::Settings::from_toml(&toml).unwrap();
+    let d = Daemon::start(&settings);
+    wait_for("two events", LIMIT, || read_jsonl(&events).len() >= 2).await;
+    d.stop().await.unwrap();
+    for ev in read_jsonl(&events) {
+        let source = ev["source"].as_str().unwrap();
+        assert!(
+            !source.contains(PASSWORD) && !source.contains("svc@"),
+            "{source}"
+        );
+        assert!(
+            source.starts_with(sim.base_url().trim_end_matches('/')),
+            "{source}"
+        );
+    }
 }

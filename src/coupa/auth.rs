@@ -18,6 +18,7 @@ use url::Url;
 use super::client::{display_url, endpoint, status_error, Failure, Inner, Received};
 use super::error::{CoupaError, MalformedKind};
 use crate::config::CoupaSettings;
+use crate::redact::Secrets as Redactor;
 
 /// Coupa recommends minting a new token about every 20 h (tokens live 24 h).
 const MAX_TOKEN_LIFE: Duration = Duration::from_secs(20 * 3600);
@@ -32,6 +33,8 @@ pub(crate) enum Auth {
     ApiKey {
         header: HeaderValue,
         key: SecretString,
+        /// User info of `base_url` (reqwest sends it as Basic auth).
+        userinfo: Redactor,
     },
     /// OAuth2 client credentials.
     OAuth(Box<OAuth>),
@@ -72,6 +75,8 @@ pub(crate) struct OAuth {
     state: tokio::sync::Mutex<TokenState>,
     /// The latest token's text, for redaction (read synchronously).
     latest: RwLock<Option<SecretString>>,
+    /// User info of `base_url` and `token_url`.
+    userinfo: Redactor,
 }
 
 #[derive(Default)]
@@ -92,12 +97,15 @@ impl Auth {
     /// Builds the credential from settings (config validation already
     /// ensured exactly one of api_key / oauth is present).
     pub(crate) fn from_settings(s: &CoupaSettings) -> Result<Auth, CoupaError> {
+        let mut userinfo = Redactor::new();
+        userinfo.add_userinfo(&s.base_url);
         if let Some(key) = &s.api_key {
             let header = sensitive(key.expose_secret())
                 .ok_or_else(|| CoupaError::Config("cannot build the Coupa client: coupa.api_key holds characters not allowed in an HTTP header".into()))?;
             return Ok(Auth::ApiKey {
                 header,
                 key: key.clone(),
+                userinfo,
             });
         }
         let o = s.oauth.as_ref().ok_or_else(|| {
@@ -112,6 +120,7 @@ impl Auth {
             Some(u) => u.clone(),
             None => endpoint(&s.base_url, "/oauth2/token")?,
         };
+        userinfo.add_userinfo(&token_url);
         Ok(Auth::OAuth(Box::new(OAuth {
             client_id: o.client_id.clone(),
             client_secret,
@@ -119,6 +128,7 @@ impl Auth {
             token_url,
             state: Default::default(),
             latest: RwLock::new(None),
+            userinfo,
         })))
     }
 
@@ -158,41 +168,52 @@ impl Auth {
         }
     }
 
-    /// Replaces every secret this credential knows (raw and form-encoded)
-    /// in `text`: error bodies may echo what we sent.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let mut secrets: Vec<String> = Vec::new();
+    /// Every secret this credential knows, for [`Redactor::redact`].
+    fn secrets(&self) -> Redactor {
         match self {
-            Auth::ApiKey { key, .. } => secrets.push(key.expose_secret().to_string()),
+            Auth::ApiKey { key, userinfo, .. } => {
+                let mut r = userinfo.clone();
+                r.add(key.expose_secret());
+                r
+            }
             Auth::OAuth(o) => {
-                secrets.push(o.client_secret.expose_secret().to_string());
+                let mut r = o.userinfo.clone();
+                r.add(o.client_secret.expose_secret());
                 if let Some(t) = o.latest.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    secrets.push(t.expose_secret().to_string());
+                    r.add(t.expose_secret());
                 }
+                r
             }
         }
-        let mut out = text.to_string();
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-            out = out
-                .replace(s.as_str(), "[redacted]")
-                .replace(&encoded, "[redacted]");
-        }
-        out
+    }
+
+    /// Replaces every secret this credential knows, in any encoding (see
+    /// `crate::redact`), in `text`: error bodies may echo what we sent.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        self.secrets().redact(text)
+    }
+
+    /// A short one-line excerpt of a body for an error: redacted before it
+    /// is cut, so a secret straddling the cut is hidden whole.
+    pub(crate) fn snippet(&self, body: &[u8]) -> String {
+        super::error::snippet(body, &self.secrets())
     }
 
     /// `redact` applied to every string (and key) of a JSON value.
     pub(crate) fn redact_json(&self, v: Value) -> Value {
-        match v {
-            Value::String(s) => Value::String(self.redact(&s)),
-            Value::Array(a) => Value::Array(a.into_iter().map(|v| self.redact_json(v)).collect()),
-            Value::Object(m) => Value::Object(
-                m.into_iter()
-                    .map(|(k, v)| (self.redact(&k), self.redact_json(v)))
-                    .collect(),
-            ),
-            other => other,
+        fn walk(r: &Redactor, v: Value) -> Value {
+            match v {
+                Value::String(s) => Value::String(r.redact(&s)),
+                Value::Array(a) => Value::Array(a.into_iter().map(|v| walk(r, v)).collect()),
+                Value::Object(m) => Value::Object(
+                    m.into_iter()
+                        .map(|(k, v)| (r.redact(&k), walk(r, v)))
+                        .collect(),
+                ),
+                other => other,
+            }
         }
+        walk(&self.secrets(), v)
     }
 }
 

@@ -22,8 +22,7 @@ use url::Url;
 use super::auth::Auth;
 use super::clock::Clock;
 use super::error::{
-    field_errors, snippet, validation_messages, CoupaError, FieldError, MalformedKind,
-    TransportKind,
+    field_errors, validation_messages, CoupaError, FieldError, MalformedKind, TransportKind,
 };
 use super::record::{self, Listed, Record, RejectReason, Rejected};
 use crate::config::CoupaSettings;
@@ -314,6 +313,11 @@ impl CoupaClient {
     /// what Coupa sent).
     pub fn redact(&self, text: &str) -> String {
         self.inner.auth.redact(text)
+    }
+
+    /// A one-line excerpt of `body`, redacted before it is cut.
+    pub fn snippet(&self, body: &[u8]) -> String {
+        self.inner.auth.snippet(body)
     }
 
     /// The request latency histograms (shared with every clone).
@@ -747,7 +751,7 @@ impl Inner {
             updated_at: record::raw_field(raw, "updated-at")
                 .or_else(|| record::raw_field(raw, "updated_at"))
                 .map(|s| self.auth.redact(&s)),
-            excerpt: self.auth.redact(&snippet(raw)),
+            excerpt: self.auth.snippet(raw),
         }
     }
 
@@ -782,7 +786,7 @@ impl Inner {
                         } else {
                             content_type
                         },
-                        self.auth.redact(&snippet(&r.body))
+                        self.auth.snippet(&r.body)
                     ),
                 }
             }
@@ -793,7 +797,7 @@ impl Inner {
 /// The error for a non-2xx response (and its `Retry-After`).
 pub(crate) fn status_error(inner: &Inner, shown: &str, r: &Received) -> Failure {
     let url = shown.to_string();
-    let text = || inner.auth.redact(&snippet(&r.body));
+    let text = || inner.auth.snippet(&r.body);
     let err = match r.status.as_u16() {
         status @ 300..=399 => CoupaError::Redirect {
             url,
@@ -882,10 +886,7 @@ pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, CoupaError> {
 
 /// A URL for messages and logs: userinfo removed.
 pub(crate) fn display_url(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
+    crate::redact::display_url(url)
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date (measured against the

@@ -236,14 +236,10 @@ impl CoupaError {
 /// Longest body excerpt kept in an error.
 const SNIPPET_CHARS: usize = 200;
 
-/// A short one-line excerpt of a body for an error message.
-pub(crate) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let mut out: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if out.chars().count() > SNIPPET_CHARS {
-        out = out.chars().take(SNIPPET_CHARS).collect::<String>() + "…";
-    }
-    out
+/// A short one-line excerpt of a body for an error message, `secrets`
+/// replaced before the cut (a secret across the cut would show its start).
+pub(crate) fn snippet(body: &[u8], secrets: &crate::redact::Secrets) -> String {
+    secrets.excerpt(&String::from_utf8_lossy(body), SNIPPET_CHARS)
 }
 
 /// Every message in Coupa's `errors` value with the key path it sits
@@ -357,8 +353,21 @@ mod tests {
 
     #[test]
     fn snippets_are_short_and_one_line() {
-        let s = snippet("a\n\n  b".repeat(300).as_bytes());
+        let none = crate::redact::Secrets::new();
+        let s = snippet("a\n\n  b".repeat(300).as_bytes(), &none);
         assert!(!s.contains('\n'));
         assert!(s.chars().count() <= SNIPPET_CHARS + 1);
+    }
+
+    /// Issue 12: 20 of a 25-character secret showed when it straddled the cut.
+    #[test]
+    fn snippets_redact_before_they_cut() {
+        let secret = "cs-0123456789abcdefghijkl";
+        let mut secrets = crate::redact::Secrets::new();
+        secrets.add(secret);
+        let body = format!("{}{secret}", "x".repeat(SNIPPET_CHARS - 20));
+        let s = snippet(body.as_bytes(), &secrets);
+        assert!(!s.contains(&secret[..8]), "{s}");
+        assert!(s.starts_with("xxx"), "{s}");
     }
 }

@@ -15,7 +15,8 @@ use super::RateLimit;
 /// One kind of misbehaviour. Over HTTP (serde, externally tagged):
 /// `{"status":{"status":503,"retry_after":"2"}}`, `{"delay":"1500ms"}`,
 /// `{"trim_page":{"max":10}}`, `"malformed_json"`, `"html_page"`,
-/// `"reset_connection"`, `{"status_after_handling":{"status":500}}`.
+/// `"reset_connection"`, `{"status_after_handling":{"status":500}}`,
+/// `{"echo":{"status":500,"pad":150,"json":true}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
@@ -50,6 +51,17 @@ pub enum Fault {
     /// a `Date` this many seconds off the sim clock (records keep the real
     /// clock): a broken front end's clock.
     SkewDate { seconds: i64, every: usize },
+    /// Answers `status` with a body quoting the request back (headers,
+    /// body, decoded form fields) after `pad` filler characters, as some
+    /// proxies and error pages do: the daemon must redact what it sent.
+    /// `json`: inside a JSON error (`"` and `\` escaped), else plain text.
+    Echo {
+        status: u16,
+        #[serde(default)]
+        pad: usize,
+        #[serde(default)]
+        json: bool,
+    },
 }
 
 /// A fault and the requests it applies to.
@@ -168,6 +180,34 @@ pub(crate) fn status_response(
         h.insert(header::RETRY_AFTER, v);
     }
     resp
+}
+
+/// [`Fault::Echo`]: the request quoted back after `pad` filler characters.
+pub(crate) async fn echo(
+    req: axum::extract::Request,
+    status: u16,
+    pad: usize,
+    json: bool,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
+    let mut text = "x".repeat(pad);
+    text += &format!("{} {}", parts.method, parts.uri);
+    for (name, value) in &parts.headers {
+        text += &format!("; {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+    }
+    text += &format!("; body: {}", String::from_utf8_lossy(&body));
+    for (k, v) in url::form_urlencoded::parse(&body) {
+        text += &format!("; {k}={v}");
+    }
+    let body = if json {
+        serde_json::json!({"errors": {"base": [text]}}).to_string()
+    } else {
+        text
+    };
+    status_response(status, None, Some(&body))
 }
 
 /// What a proxy in front of Coupa serves when the app behind it is sick.

@@ -161,6 +161,7 @@ async fn gated(sh: &Shared, mut req: Request, next: Next, path_and_query: &str) 
             resp
         }
         Fault::HtmlPage => faults::html_page(),
+        Fault::Echo { status, pad, json } => faults::echo(req, status, pad, json).await,
         Fault::StatusAfterHandling { status } => {
             let _handled = next.run(req).await;
             faults::status_response(status, None, None)

@@ -28,6 +28,7 @@ use url::Url;
 use super::{Outcome, RetryPolicy, Sink, SinkError};
 use crate::config::{ConfigError, OneOrMany};
 use crate::event::EventHead;
+use crate::redact::Secrets;
 use crate::store::OutboxEntry;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -227,23 +228,28 @@ fn signing_key(secret: &str) -> Result<HmacSha256, String> {
     Ok(HmacSha256::new_from_slice(&bytes).expect("HMAC takes keys of any length"))
 }
 
-/// The configured values a receiver could quote back: header values, the
+/// The configured values a receiver could quote back: header values
+/// (whole, and each long whitespace-separated part: `Bearer <token>`), the
 /// URL's query (whole, and each value raw and decoded), its user info and
-/// every secret (whole and its base64 part). Longest first, so a value is
-/// cut whole before a part of it; values under 4 characters are left, or
-/// every `1` of a message would go.
-fn hidden_values(config: &WebhookConfig) -> Vec<String> {
+/// every secret (whole and its base64 part), each in any encoding.
+fn hidden_values(config: &WebhookConfig) -> Secrets {
     let url = &config.url;
-    let mut v: Vec<String> = config.headers.values().cloned().collect();
-    if let Some(q) = url.query() {
-        v.push(q.to_string());
-        for pair in q.split('&') {
-            v.extend(pair.split_once('=').map(|(_, raw)| raw.to_string()));
-        }
-        v.extend(url.query_pairs().map(|(_, value)| value.into_owned()));
+    let mut v = Secrets::new();
+    for h in config.headers.values() {
+        v.add(h);
     }
-    v.push(url.username().to_string());
-    v.extend(url.password().map(str::to_string));
+    if let Some(q) = url.query() {
+        v.add(q);
+        for pair in q.split('&') {
+            if let Some((_, raw)) = pair.split_once('=') {
+                v.add(raw);
+            }
+        }
+        for (_, value) in url.query_pairs() {
+            v.add(&value);
+        }
+    }
+    v.add_userinfo(url);
     let secrets: Vec<&SecretString> = match &config.secret {
         Some(OneOrMany::One(s)) => vec![s],
         Some(OneOrMany::Many(list)) => list.iter().collect(),
@@ -251,12 +257,11 @@ fn hidden_values(config: &WebhookConfig) -> Vec<String> {
     };
     for s in secrets {
         let s = s.expose_secret().trim();
-        v.push(s.to_string());
-        v.extend(s.strip_prefix(SECRET_PREFIX).map(str::to_string));
+        v.add(s);
+        if let Some(b64) = s.strip_prefix(SECRET_PREFIX) {
+            v.add(b64);
+        }
     }
-    v.retain(|h| h.chars().count() >= 4);
-    v.sort_by_key(|h| std::cmp::Reverse(h.len()));
-    v.dedup();
     v
 }
 
@@ -306,7 +311,7 @@ pub struct WebhookSink {
     not_before: Option<Instant>,
     /// What a receiver's answer may quote back and errors must not show:
     /// header values, the URL's query and credentials, the secrets.
-    hidden: Vec<String>,
+    hidden: Secrets,
 }
 
 /// How one send ended; `retry_after` only for a 429 that asked for it.
@@ -354,16 +359,6 @@ impl WebhookSink {
             not_before: None,
             hidden: hidden_values(config),
         })
-    }
-
-    /// `text` with every [`WebhookSink::hidden`] value cut out.
-    fn scrub(&self, mut text: String) -> String {
-        for h in &self.hidden {
-            if text.contains(h.as_str()) {
-                text = text.replace(h.as_str(), "[redacted]");
-            }
-        }
-        text
     }
 
     /// Sends one lane's events in order; after the first transient failure
@@ -458,7 +453,7 @@ impl WebhookSink {
             .then(|| retry_after(response.headers()))
             .flatten();
         // Receivers may echo the request (auth header, URL) in errors.
-        let body = self.scrub(body_prefix(&mut response).await);
+        let body = body_prefix(&mut response, &self.hidden).await;
         let mut message = format!("POST {} answered {status}", self.shown);
         if status.is_redirection() {
             message += " (redirects are not followed: point `url` at the final address)";
@@ -538,9 +533,11 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-/// The start of a failing response's body, on one line, for the error.
-/// Reads no more than it shows (a receiver may send megabytes).
-async fn body_prefix(response: &mut reqwest::Response) -> String {
+/// The start of a failing response's body, on one line, for the error,
+/// `hidden` values replaced before the cut. Reads no more than it needs
+/// (a receiver may send megabytes); a secret cut off by that read is
+/// hidden from where it starts.
+async fn body_prefix(response: &mut reqwest::Response, hidden: &Secrets) -> String {
     let mut bytes = Vec::new();
     while bytes.len() < BODY_PREFIX_CHARS * 4 {
         match response.chunk().await {
@@ -548,16 +545,7 @@ async fn body_prefix(response: &mut reqwest::Response) -> String {
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&bytes);
-    let mut s: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(BODY_PREFIX_CHARS)
-        .collect();
-    if text.chars().count() > BODY_PREFIX_CHARS {
-        s.push('…');
-    }
-    s.trim().to_string()
+    hidden.excerpt(&String::from_utf8_lossy(&bytes), BODY_PREFIX_CHARS)
 }
 
 /// An error and its sources on one line, without reqwest's URL (it may
