@@ -79,7 +79,11 @@ pub async fn run(state: Option<PathBuf>, rate: f64, shutdown: Shutdown) -> anyho
     tracing::info!(simulator = %sim.base_url(), state = %dir.display(), "demo: simulator up; events follow on stdout");
     // Replay the simulator's history (its seed records are weeks old) so
     // events show at once.
-    let start = rfc3339(sim.now() - chrono::Duration::days(365));
+    // Whole seconds: Coupa stamps them, and config refuses fractions.
+    let start = rfc3339(chrono::SubsecRound::trunc_subsecs(
+        sim.now() - chrono::Duration::days(365),
+        0,
+    ));
     // The status page on 8080 if it is free, else on any port (logged).
     let listen = match std::net::TcpListener::bind(("127.0.0.1", 8080)) {
         Ok(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),

@@ -228,6 +228,19 @@ impl Collector for SnapshotCollector {
                 })
                 .collect(),
         )?;
+        family(
+            &mut e,
+            "nested_walk_cycle_seconds",
+            "Nested objects: how long the last walk over every parent took (versions outliving two cycles are promised)",
+            gauge,
+            s.objects
+                .iter()
+                .filter_map(|o| {
+                    let secs = o.walk.as_ref()?.last_cycle_seconds?;
+                    Some((l("object", &o.name), ConstGauge::new(secs)))
+                })
+                .collect(),
+        )?;
 
         let c = &s.coupa;
         let mut by_status = Vec::new();

@@ -193,9 +193,25 @@ pub struct PollerStatus {
     pub errors: std::collections::BTreeMap<String, u64>,
     /// A sliced backfill under way.
     pub backfill: Option<BackfillProgress>,
+    /// Nested objects: how long walks over every parent take. A version is
+    /// promised only if it outlives two cycles, so this is the bound.
+    pub walk: WalkCycle,
     /// A standing problem a poll cannot fix by itself (a high-water mark
     /// ahead of Coupa's clock); readiness fails while it holds.
     pub problem: Option<String>,
+}
+
+/// A nested object's walk over every parent supplier, which may span
+/// several polls (`poll.parent_budget` parents each).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct WalkCycle {
+    /// When the walk under way began (in this process).
+    #[serde(skip)]
+    pub started: Option<DateTime<Utc>>,
+    /// The last complete walk's duration.
+    pub last_cycle_seconds: Option<f64>,
+    /// The longest complete walk since start.
+    pub longest_cycle_seconds: f64,
 }
 
 /// How far a sliced backfill window is, for logs and `/status`.
@@ -599,7 +615,15 @@ impl Poller {
                     self.page_slices(&list, &shared, shutdown).await?
                 }
             }
-            Some(parent) => self.page_parents(parent.object, &shared, shutdown).await?,
+            Some(parent) => {
+                self.status
+                    .lock()
+                    .expect("status lock")
+                    .walk
+                    .started
+                    .get_or_insert_with(Utc::now);
+                self.page_parents(parent.object, &shared, shutdown).await?
+            }
         };
         let Shared {
             mut state,
@@ -609,6 +633,12 @@ impl Poller {
         if done {
             self.complete_window(&mut state, &window).await?;
             report.window_complete = true;
+            let mut st = self.status.lock().expect("status lock");
+            if let Some(started) = st.walk.started.take() {
+                let took = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
+                st.walk.last_cycle_seconds = Some(took);
+                st.walk.longest_cycle_seconds = st.walk.longest_cycle_seconds.max(took);
+            }
         }
         Ok(report)
     }
@@ -999,8 +1029,7 @@ impl Poller {
                         }
                         OffsetStep::End => return Ok(true),
                         OffsetStep::Read { max_id, next, end } => {
-                            let ids: Vec<u64> =
-                                listed_ids(&page);
+                            let ids: Vec<u64> = listed_ids(&page);
                             if k > 0 && previous.as_ref() == Some(&ids) {
                                 return Err(PollError::Protocol {
                                     object: self.plan.name.clone(),
@@ -1115,13 +1144,11 @@ impl Poller {
         if ids.windows(2).any(|w| w[0] > w[1]) {
             return Err("ids not ascending: `order_by=id&dir=asc` is ignored".into());
         }
-        let first_rejected = page.first().is_some_and(|e| {
-            e.as_ref()
-                .map_or(true, |r| record::numeric_id(r).is_none())
-        });
-        let anchored = k == 0
-            || first_rejected
-            || ids.first().is_some_and(|&f| read.is_some_and(|r| f <= r));
+        let first_rejected = page
+            .first()
+            .is_some_and(|e| e.as_ref().map_or(true, |r| record::numeric_id(r).is_none()));
+        let anchored =
+            k == 0 || first_rejected || ids.first().is_some_and(|&f| read.is_some_and(|r| f <= r));
         if !anchored {
             let back = u64::from(self.plan.page_size.max(1)) << misses.min(32);
             return Ok(OffsetStep::Shifted {

@@ -323,6 +323,10 @@ pub struct ObjectView {
     pub last_success: Option<String>,
     pub last_error: Option<String>,
     pub paused: Option<String>,
+    /// Nested objects: the walk over every parent (the bound on which
+    /// versions are promised: those outliving two cycles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walk: Option<crate::poller::WalkCycle>,
     /// A problem polling cannot fix by itself (readiness fails while it holds).
     pub problem: Option<String>,
     /// A sliced backfill under way: percent done and ETA.
@@ -521,6 +525,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             last_error: st.last_error.clone(),
             paused: st.paused.clone(),
             problem: st.problem.clone(),
+            walk: (st.walk != crate::poller::WalkCycle::default()).then(|| st.walk.clone()),
             backfill: st.backfill.clone(),
             polls: st.polls,
             requests: st.totals.requests,

@@ -332,7 +332,9 @@ async fn ten_kill_9s_lose_nothing_and_repeat_only_what_was_in_flight() {
         .coupa("requests_per_second = 20")
         .poll(&format!(
             "settle = \"1s\"\nstart_from = \"{}\"",
-            (Utc::now() - chrono::TimeDelta::seconds(30)).to_rfc3339()
+            // Whole seconds: config refuses a fractional start.
+            chrono::SubsecRound::trunc_subsecs(Utc::now() - chrono::TimeDelta::seconds(30), 0)
+                .to_rfc3339()
         ))
         .file_sink(&events)
         .sink(&format!(

@@ -98,13 +98,7 @@ async fn late_commit_behind_hwm_inside_lookback_is_delivered() {
 async fn no_change_for_100_polls_emits_nothing_and_costs_one_request_each() {
     // The sim's clock leaps 10 minutes below (time passing past the
     // lookback): a jump the client would reject under the 5m default.
-    let rig = Rig::with(
-        sim_config(),
-        &["suppliers"],
-        "max_clock_jump = \"1h\"",
-        "",
-    )
-    .await;
+    let rig = Rig::with(sim_config(), &["suppliers"], "max_clock_jump = \"1h\"", "").await;
     for _ in 0..10 {
         rig.sim.create("suppliers", json!({}));
     }
@@ -644,4 +638,96 @@ async fn a_larger_lookback_after_a_restart_republishes_nothing() {
     let delivered = outbox(&rig.store);
     check_exact(&rig.sim, "invoices", &delivered);
     assert_eq!(delivered.len(), 5, "nothing republished");
+}
+
+/// Issue 13 item 8: a nested object's supplier walk spans several polls
+/// (`parent_budget = 1`, 4 suppliers), so a site version is promised only
+/// if it outlives two walk cycles (plus `settle`), not two poll intervals.
+/// The cycle is measured and shown in `/status` and `/metrics`, and every
+/// version that outlived two of the longest cycles seen is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_versions_outliving_two_walk_cycles_arrive_and_the_cycle_is_shown() {
+    use coupa_changefeed::verify::{verify, Received};
+    let sim = coupa_changefeed::sim::Simulator::start(coupa_changefeed::sim::SimConfig {
+        initial_records: 0,
+        ..sim_config()
+    })
+    .await
+    .unwrap();
+    let old = (sim.now() - chrono::Duration::minutes(10)).trunc_subsecs(0);
+    let t = stamp(old);
+    let mut sites = Vec::new();
+    for _ in 0..4 {
+        let s = sim.create("suppliers", json!({}))["id"].as_u64().unwrap();
+        let site = sim.create(
+            "supplier_sites",
+            json!({"_parent_id": s, "created-at": t, "updated-at": t}),
+        );
+        sites.push(site["id"].as_u64().unwrap());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let cfg = common::TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+        .objects(&["supplier_sites"])
+        .poll("parent_budget = 1\nsettle = \"1s\"")
+        .file_sink(&events)
+        .listen("127.0.0.1:0");
+    let daemon = common::Daemon::start(&cfg.settings());
+    // An edit every 700 ms, round robin over the sites, for 12 s.
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(12) {
+        sim.update(
+            "supplier_sites",
+            sites[i % sites.len()],
+            json!({"name": format!("v{i}")}),
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let truth = || sim.versions("supplier_sites");
+    let got = || -> Vec<Received> {
+        common::read_jsonl(&events)
+            .iter()
+            .map(|e| Received::from_event(e).unwrap())
+            .collect()
+    };
+    common::wait_for("every final version", Duration::from_secs(60), || {
+        verify(&truth(), &got(), Duration::from_secs(1))
+            .lost_final
+            .is_empty()
+    })
+    .await;
+    let walk = daemon.handles.pollers["supplier_sites"]
+        .lock()
+        .unwrap()
+        .walk
+        .clone();
+    let addr = daemon.handles.server_addr.unwrap();
+    let status: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    daemon.stop().await.unwrap();
+    assert!(walk.longest_cycle_seconds > 0.0, "{walk:?}");
+    assert!(
+        status["objects"][0]["walk"]["last_cycle_seconds"].is_number(),
+        "{status}"
+    );
+    assert!(
+        metrics.contains("nested_walk_cycle_seconds{object=\"supplier_sites\"}"),
+        "{metrics}"
+    );
+    let bound = Duration::from_secs_f64(walk.longest_cycle_seconds) + Duration::from_secs(1);
+    let v = verify(&truth(), &got(), bound);
+    assert!(v.is_clean(), "bound {bound:?}: {v}");
+    assert!(v.events >= 4, "{v}");
 }
