@@ -584,6 +584,7 @@ impl Poller {
             .store
             .object_state(&self.plan.name)
             .map_err(|e| self.store_err(e))?;
+        self.note_fields(&mut state).await?;
         let now = self
             .client
             .clock(&self.probe_path())
@@ -756,6 +757,31 @@ impl Poller {
             singular: self.plan.singular.clone(),
             path,
         }
+    }
+
+    /// A changed `fields` selection changes every record's content hash:
+    /// without care, a restart would republish everything in the lookback
+    /// under new ids. Versions below the high-water mark (or the open
+    /// window's end) were published under the old selection, so their
+    /// re-reads are judged by key alone ([`ObjectState::reseed_below`]).
+    /// A state without a recorded selection (an older build) is taken as is.
+    async fn note_fields(&self, state: &mut ObjectState) -> Result<(), PollError> {
+        let fields = self.plan.fields.join(",");
+        if state.fields.as_deref() == Some(fields.as_str()) {
+            return Ok(());
+        }
+        if state.fields.is_some() {
+            let read_to = state.window.as_ref().map(|w| w.hi).max(state.hwm);
+            if let Some(r) = read_to {
+                info!(object = %self.plan.name, below = %record::rfc3339(r), "`fields` changed: versions already published are re-read without being published again");
+                state.reseed_below = state.reseed_below.max(Some(r));
+            }
+        }
+        state.fields = Some(fields);
+        self.store
+            .put_object_state(&self.plan.name, state)
+            .await
+            .map_err(|e| self.store_err(e))
     }
 
     /// Bounds stored ahead of Coupa's clock (`hi`: its trusted now −
@@ -1060,7 +1086,8 @@ impl Poller {
                     ..
                 } = &mut *sh;
                 report.records += page.len() as u64;
-                let (events, seen) = self.detect(&page, &list.origin, report)?;
+                let reseed = state.reseed_below;
+                let (events, seen) = self.detect(&page, &list.origin, report, reseed)?;
                 self.store
                     .commit_page(&self.plan.name, state, &seen, events)
                     .await
@@ -1207,6 +1234,7 @@ impl Poller {
         page: &[Listed],
         origin: &Origin,
         report: &mut PollReport,
+        reseed_below: Option<DateTime<Utc>>,
     ) -> Result<(Vec<OutboxEntry>, Vec<SeenEntry>), PollError> {
         let mut events = Vec::new();
         let mut seen = Vec::new();
@@ -1257,6 +1285,18 @@ impl Poller {
                 continue;
             }
             in_page.insert(key, hash);
+            // Published under another `fields` selection: a repeat, whose
+            // new hash is remembered so later re-reads match it.
+            let reread = matches!((updated_at, reseed_below), (Some(u), Some(r)) if u < r);
+            if known.is_some() && reread {
+                report.repeats += 1;
+                seen.push(SeenEntry {
+                    updated_at,
+                    id,
+                    hash,
+                });
+                continue;
+            }
             let kind = match (record::stamp(rec, "created-at"), updated_at) {
                 (Stamp::At(c), Some(u)) if c == u => ChangeKind::Created,
                 _ => ChangeKind::Updated,
@@ -1448,6 +1488,9 @@ impl Poller {
         // larger lookback after a restart stops at it.
         keep_from = state.pruned_below.map_or(keep_from, |p| p.max(keep_from));
         state.pruned_below = Some(keep_from);
+        if state.reseed_below.is_some_and(|r| keep_from >= r) {
+            state.reseed_below = None;
+        }
         state.hwm = Some(window.hi);
         state.window = None;
         self.status.lock().expect("status lock").backfill = None;

@@ -122,6 +122,16 @@ pub struct ObjectState {
     /// republish) versions the seen-set has forgotten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pruned_below: Option<DateTime<Utc>>,
+    /// The `fields` selection the published versions were read with (`""`:
+    /// all). Another selection changes every record's content hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<String>,
+    /// Set when `fields` changed: versions below this were published under
+    /// the old selection, so a re-read whose key the seen-set holds is a
+    /// repeat whatever its hash (no republishing); cleared once no window
+    /// reaches below it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseed_below: Option<DateTime<Utc>>,
 }
 
 /// One event waiting in the outbox.
@@ -731,6 +741,8 @@ impl Store {
                     offset_paging: self.object_state(object)?.offset_paging,
                     // The seen-set is cleared: nothing is pruned any more.
                     pruned_below: None,
+                    fields: None,
+                    reseed_below: None,
                 };
                 self.put_object_state(object, &state).await?;
             }
