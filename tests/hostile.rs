@@ -1058,8 +1058,9 @@ mod records {
         unique.sort();
         unique.dedup();
         let duplicates = got.len() - unique.len();
+        // On a line of its own: libtest prints the test's name first.
         println!(
-            "| {scenario} | {} | {lost} | {duplicates} | {phantom} |",
+            "\n| {scenario} | {} | {lost} | {duplicates} | {phantom} |",
             got.len()
         );
         assert_eq!((lost, duplicates, phantom), (0, 0, 0), "{got:?}");
