@@ -8,7 +8,6 @@
 //! they need no restart; otherwise they are skipped, or fail under
 //! `CI=true`.
 
-mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
@@ -18,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{check, sim_config, Seen, TestConfig};
+use crate::support::{check, sim_config, Seen, TestConfig};
 use coupa_changefeed::app;
 use coupa_changefeed::config::{OneOrMany, SinkSettings};
 use coupa_changefeed::event::{ChangeEvent, ChangeKind, Origin};
@@ -830,7 +829,7 @@ fn broker(
     None
 }
 
-/// A delivered message reduced to what `common::check` compares.
+/// A delivered message reduced to what `support::check` compares.
 fn seen(r: &Received) -> Seen {
     let ev = r.event();
     let data = ev["data"].as_object().expect("data is the record");

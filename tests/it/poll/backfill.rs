@@ -3,13 +3,12 @@
 //! loses nothing while records change, resumes every slice after a crash,
 //! and shows its progress in `/status`.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
-use common::{
+use crate::support::{
     check, check_exact, crash_poll_after, outbox, read_jsonl, seen_event, sim_config, wait_for,
     Daemon, Rig, TestConfig,
 };

@@ -3,6 +3,9 @@
 //! record of every version it ever showed.
 #![allow(dead_code)]
 
+pub mod actions_cases;
+pub mod actions_exec;
+
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
