@@ -237,7 +237,7 @@ impl Tmpfs {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI runs as root and must mount a tmpfs"
             );
-            println!("skipped: needs root to mount tmpfs");
+            eprintln!("skipped: root not found (mounting a tmpfs needs it)");
             return None;
         }
         Some(Tmpfs(at.to_path_buf()))

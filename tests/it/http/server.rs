@@ -58,7 +58,7 @@ fn promtool(text: &str) {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "promtool is required under CI: {e}"
             );
-            eprintln!("promtool not installed ({e}); skipping its check");
+            eprintln!("skipped: promtool not found ({e}); its check of /metrics did not run");
             return;
         }
     };
@@ -293,7 +293,7 @@ async fn the_status_page_renders_its_tables_in_chromium() {
             std::env::var("CI").as_deref() != Ok("true"),
             "chromium is required under CI"
         );
-        eprintln!("chromium not installed; skipping");
+        eprintln!("skipped: chromium not found");
         return;
     };
     let sim = support::quiet_sim(3).await;

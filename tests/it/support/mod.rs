@@ -664,7 +664,10 @@ impl Tmpfs {
                     std::env::var("CI").as_deref() != Ok("true"),
                     "cannot mount a tmpfs under CI: {why}"
                 );
-                println!("skipped: needs root to mount tmpfs ({})", why.trim());
+                eprintln!(
+                    "skipped: root not found (mounting a tmpfs needs it: {})",
+                    why.trim()
+                );
                 None
             }
         }
@@ -691,4 +694,34 @@ impl Drop for Tmpfs {
             .arg(&self.path)
             .status();
     }
+}
+
+/// Runs one test alone in a child process of this test binary, for tests
+/// that change process-wide state (the environment) which the other tests
+/// of the one binary, and the daemons they spawn, would otherwise see.
+/// Give it `concat!(module_path!(), "::<test fn>")`. In the parent it runs
+/// the child, asserts it passed, and returns `false` (the test returns);
+/// in the child it returns `true` (the test runs its body).
+pub fn in_own_process(test: &str) -> bool {
+    const CHILD: &str = "COUPA_CHANGEFEED_IT_OWN_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    // `it::config::x` → `config::x`, the name libtest filters on.
+    let name = test.split_once("::").map_or(test, |(_, rest)| rest);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} in its own process:\n{text}"
+    );
+    false
 }
