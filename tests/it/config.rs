@@ -194,7 +194,10 @@ fn bad_start_from_and_duration_are_named() {
 fn environment_overrides_file_values() {
     // The environment is the process's: alone, so no other test or the
     // daemons they spawn see these keys.
-    if !crate::support::in_own_process(concat!(module_path!(), "::environment_overrides_file_values")) {
+    if !crate::support::in_own_process(concat!(
+        module_path!(),
+        "::environment_overrides_file_values"
+    )) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -219,7 +222,10 @@ fn environment_overrides_file_values() {
 fn nested_secret_numeric_values_and_scope_lists_come_from_the_environment() {
     // The environment is the process's: alone, so no other test or the
     // daemons they spawn see these keys.
-    if !crate::support::in_own_process(concat!(module_path!(), "::nested_secret_numeric_values_and_scope_lists_come_from_the_environment")) {
+    if !crate::support::in_own_process(concat!(
+        module_path!(),
+        "::nested_secret_numeric_values_and_scope_lists_come_from_the_environment"
+    )) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

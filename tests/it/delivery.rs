@@ -7,8 +7,8 @@ use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{check_exact, read_jsonl, received, wait_for, Daemon, TestConfig};
 use chrono::Utc;
-use crate::support::{check_exact, read_jsonl, seen_event, wait_for, Daemon, TestConfig};
 use coupa_changefeed::store::{DeadLetter, ObjectState, OutboxEntry, Settled, Store};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -60,10 +60,7 @@ async fn a_failing_sink_does_not_hold_back_another_and_catches_up() {
     daemon.stop().await.unwrap();
 
     for path in [&good, &bad] {
-        let events: Vec<_> = read_jsonl(path)
-            .iter()
-            .map(|e| seen_event(e, "purchase_orders"))
-            .collect();
+        let events: Vec<_> = read_jsonl(path).iter().map(received).collect();
         check_exact(&sim, "purchase_orders", &events);
     }
 }
@@ -113,10 +110,7 @@ async fn a_full_outbox_pauses_polling_until_the_sink_catches_up() {
     })
     .await;
     daemon.stop().await.unwrap();
-    let events: Vec<_> = read_jsonl(&out)
-        .iter()
-        .map(|e| seen_event(e, "purchase_orders"))
-        .collect();
+    let events: Vec<_> = read_jsonl(&out).iter().map(received).collect();
     check_exact(&sim, "purchase_orders", &events);
 }
 

@@ -11,10 +11,10 @@
 //! the state dir between kill and restart).
 //! Also `coupa-sim check`, the checker as a command.
 //!
-//! `cargo test --test crash -- --nocapture` prints the report rows; set
+//! `cargo test --test it chaos::crash -- --nocapture` prints the report rows; set
 //! `CRASH_SEED` to replay another kill schedule, and `CRASH_KILLS` (default
 //! 10) for an opt-in soak: `CRASH_KILLS=200 cargo test --release --test
-//! crash -- --nocapture`.
+//! it chaos::crash -- --nocapture`.
 
 use crate::support;
 

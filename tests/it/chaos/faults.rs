@@ -2,7 +2,6 @@
 //! one object. Nothing is lost, the failing object reports its error and
 //! the others carry on.
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 

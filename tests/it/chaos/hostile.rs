@@ -15,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use crate::support::{
-    free_port, read_jsonl, seen_event, sigterm, spawn_run, wait_exit, wait_for, Daemon, Reap, Rig,
+    free_port, read_jsonl, received, sigterm, spawn_run, wait_exit, wait_for, Daemon, Reap, Rig,
     TestConfig,
 };
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp, rfc3339, Stamp};
 use coupa_changefeed::poller::Poller;
@@ -402,10 +402,7 @@ async fn a_second_daemon_on_the_same_state_dir_refuses() {
     .await;
     sigterm(&first.0);
     assert!(wait_exit(&mut first.0, LIMIT).success());
-    let got: Vec<_> = read_jsonl(&events)
-        .iter()
-        .map(|e| seen_event(e, "purchase_orders"))
-        .collect();
+    let got: Vec<_> = read_jsonl(&events).iter().map(received).collect();
     support::check_exact(&sim, "purchase_orders", &got);
 }
 

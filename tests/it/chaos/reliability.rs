@@ -6,7 +6,7 @@
 //! as a row of the report table; and secrets under bad credentials and a
 //! receiver that echoes what it was sent.
 //!
-//! `cargo test --test reliability -- --nocapture --test-threads 1` prints
+//! `cargo test --test it chaos::reliability -- --nocapture --test-threads 1` prints
 //! the report tables.
 
 use crate::support;
@@ -15,14 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    free_port, read_jsonl, sigterm, spawn_logged, wait_exit, wait_for, Daemon, TestConfig,
+};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
-use crate::support::{
-    free_port, read_jsonl, sigterm, spawn_logged, wait_exit, wait_for, Daemon, TestConfig,
-};
 use coupa_changefeed::sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };

@@ -5,7 +5,6 @@
 //! streaming search that stops paging when the reader goes away; input
 //! errors that never reach Coupa; secrets kept out of errors.
 
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;

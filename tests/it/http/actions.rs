@@ -5,7 +5,6 @@
 //! token (and the log saying so), the generated OpenAPI document against
 //! the routes, a search that fails midway, and the `[api]` settings.
 
-
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;

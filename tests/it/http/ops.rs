@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{
-    check_exact, free_port, read_jsonl, seen_event, sigterm, spawn_logged, spawn_run, wait_exit,
+    check_exact, free_port, read_jsonl, received, sigterm, spawn_logged, spawn_run, wait_exit,
     TestConfig,
 };
 use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
@@ -161,10 +161,7 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     }
     sigterm(&daemon.0);
     assert!(wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
-    let got: Vec<_> = read_jsonl(&events)
-        .iter()
-        .map(|e| seen_event(e, "purchase_orders"))
-        .collect();
+    let got: Vec<_> = read_jsonl(&events).iter().map(received).collect();
     // Exactly every version, each once: a graceful stop repeats nothing.
     check_exact(&sim, "purchase_orders", &got);
 }

@@ -6,8 +6,8 @@ use crate::support;
 
 use std::time::Duration;
 
-use chrono::{FixedOffset, SubsecRound};
 use crate::support::{check, check_exact, crash_poll_after, outbox, sim_config, Rig};
+use chrono::{FixedOffset, SubsecRound};
 use coupa_changefeed::sim::{Fault, FaultRule, RateLimit};
 use serde_json::json;
 

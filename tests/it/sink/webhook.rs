@@ -27,7 +27,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::support::{check, sim_config, Seen, TestConfig};
+use crate::support::{check, sim_config, TestConfig};
 use coupa_changefeed::config::{OneOrMany, Settings, SinkSettings};
 use coupa_changefeed::coupa::record::{numeric_id, parse_timestamp};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
@@ -35,6 +35,7 @@ use coupa_changefeed::sim::Simulator;
 use coupa_changefeed::sink::webhook::{WebhookConfig, WebhookSink};
 use coupa_changefeed::sink::{Sink, SinkError};
 use coupa_changefeed::store::OutboxEntry;
+use coupa_changefeed::verify::Received;
 
 /// The sink's current key.
 const NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -179,19 +180,18 @@ impl Receiver {
     }
 
     /// Accepted events reduced to what `support::check` compares.
-    fn seen(&self) -> Vec<Seen> {
+    fn seen(&self) -> Vec<Received> {
         self.accepted().iter().map(|a| seen(&a.json())).collect()
     }
 }
 
-fn seen(ce: &Value) -> Seen {
+fn seen(ce: &Value) -> Received {
     let data = ce["data"].as_object().expect("data is an object");
-    Seen {
+    Received {
         event_id: ce["id"].as_str().unwrap().to_string(),
         object: "purchase_orders".into(),
         id: numeric_id(data).unwrap(),
         updated_at: ce["time"].as_str().and_then(parse_timestamp),
-        ty: ce["type"].as_str().unwrap().to_string(),
     }
 }
 
