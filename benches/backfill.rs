@@ -8,7 +8,7 @@
 //! `BENCH_SECONDS` (cap, 100), `BENCH_CONCURRENCY` (8), `BENCH_RPS`
 //! (the client's `requests_per_second`, 25), `BENCH_LATENCY_MS` (200).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 mod support;
 

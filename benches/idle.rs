@@ -5,7 +5,7 @@
 //! about them. `cargo bench --bench idle` (`BENCH_POLLS=N`, default 50;
 //! `BENCH_RECORDS=N` records in the object, default 1,000).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 mod support;
 

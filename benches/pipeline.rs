@@ -7,7 +7,7 @@
 //! arrived. `cargo bench --bench pipeline` (`BENCH_RECORDS=N`, default
 //! 20,000).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod common;
 mod support;
 

@@ -1,7 +1,7 @@
 //! What the bench binaries share: sizes from the environment, the
 //! process's memory from `/proc`, and filling the simulator with
 //! purchase orders.
-//! Test helpers (configs, the daemon) come from `tests/common`, not here.
+//! Test helpers (configs, the daemon) come from `tests/it/support`, not here.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};

@@ -2,12 +2,12 @@
 //! directories: each failure mode of DESIGN.md "Polling without losing
 //! changes", checked against the simulator's record of every version.
 
-mod common;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{check, check_exact, crash_poll_after, outbox, sim_config, Rig};
 use chrono::{FixedOffset, SubsecRound};
-use common::{check, check_exact, crash_poll_after, outbox, sim_config, Rig};
 use coupa_changefeed::sim::{Fault, FaultRule, RateLimit};
 use serde_json::json;
 
@@ -629,7 +629,7 @@ async fn a_larger_lookback_after_a_restart_republishes_nothing() {
     rig.sim.set_clock_offset(chrono::Duration::seconds(65));
     rig.catch_up().await;
     assert_eq!(outbox(&rig.store).len(), 5);
-    rig.settings = common::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
+    rig.settings = support::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
         .objects(&["invoices"])
         .poll("lookback = \"10m\"")
         .settings();
@@ -647,7 +647,7 @@ async fn a_larger_lookback_after_a_restart_republishes_nothing() {
 async fn another_fields_selection_after_a_restart_republishes_nothing() {
     let objects = |fields: &str| format!("[[objects]]\nname = \"invoices\"\nfields = {fields}\n");
     let mut rig = Rig::with(sim_config(), &["invoices"], "", "").await;
-    rig.settings = common::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
+    rig.settings = support::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
         .raw(&objects(r#"["id", "created-at", "updated-at", "status"]"#))
         .settings();
     rig.reopen();
@@ -661,7 +661,7 @@ async fn another_fields_selection_after_a_restart_republishes_nothing() {
     }
     rig.catch_up().await;
     assert_eq!(outbox(&rig.store).len(), 5);
-    rig.settings = common::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
+    rig.settings = support::TestConfig::new(&rig.sim.base_url(), rig.dir.path())
         .raw(&objects(
             r#"["id", "created-at", "updated-at", "status", "invoice-number"]"#,
         ))
@@ -704,12 +704,12 @@ async fn nested_versions_outliving_two_walk_cycles_arrive_and_the_cycle_is_shown
     }
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
-    let cfg = common::TestConfig::new(&sim.base_url(), &dir.path().join("state"))
+    let cfg = support::TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["supplier_sites"])
         .poll("parent_budget = 1\nsettle = \"1s\"")
         .file_sink(&events)
         .listen("127.0.0.1:0");
-    let daemon = common::Daemon::start(&cfg.settings());
+    let daemon = support::Daemon::start(&cfg.settings());
     // An edit every 700 ms, round robin over the sites, for 12 s.
     let started = std::time::Instant::now();
     let mut i = 0;
@@ -724,12 +724,12 @@ async fn nested_versions_outliving_two_walk_cycles_arrive_and_the_cycle_is_shown
     }
     let truth = || sim.versions("supplier_sites");
     let got = || -> Vec<Received> {
-        common::read_jsonl(&events)
+        support::read_jsonl(&events)
             .iter()
             .map(|e| Received::from_event(e).unwrap())
             .collect()
     };
-    common::wait_for("every final version", Duration::from_secs(60), || {
+    support::wait_for("every final version", Duration::from_secs(60), || {
         verify(&truth(), &got(), Duration::from_secs(1))
             .lost_final
             .is_empty()

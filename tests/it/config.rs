@@ -192,6 +192,14 @@ fn bad_start_from_and_duration_are_named() {
 
 #[test]
 fn environment_overrides_file_values() {
+    // The environment is the process's: alone, so no other test or the
+    // daemons they spawn see these keys.
+    if !crate::support::in_own_process(concat!(
+        module_path!(),
+        "::environment_overrides_file_values"
+    )) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, GOOD).unwrap();
@@ -212,6 +220,14 @@ fn environment_overrides_file_values() {
 
 #[test]
 fn nested_secret_numeric_values_and_scope_lists_come_from_the_environment() {
+    // The environment is the process's: alone, so no other test or the
+    // daemons they spawn see these keys.
+    if !crate::support::in_own_process(concat!(
+        module_path!(),
+        "::nested_secret_numeric_values_and_scope_lists_come_from_the_environment"
+    )) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
     std::fs::write(

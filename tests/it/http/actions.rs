@@ -5,19 +5,13 @@
 //! token (and the log saying so), the generated OpenAPI document against
 //! the routes, a search that fails midway, and the `[api]` settings.
 
-#[path = "common/actions_cases.rs"]
-mod actions_cases;
-#[path = "common/actions_exec.rs"]
-mod actions_exec;
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::Duration;
 
-use actions_cases::{cases, seed, Act, Outcome};
-use actions_exec::{error_outcome, unreadable};
-use common::{free_port, sim_config, wait_for, Daemon, TestConfig};
+use crate::support::actions_cases::{self, cases, seed, Act, Outcome};
+use crate::support::actions_exec::{error_outcome, unreadable};
+use crate::support::{free_port, sim_config, wait_for, Daemon, TestConfig};
 use coupa_changefeed::api::ErrorEnvelope;
 use coupa_changefeed::config::Settings;
 use coupa_changefeed::coupa::actions::Target;

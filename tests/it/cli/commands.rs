@@ -3,14 +3,14 @@
 //! file; `objects` and `state show|reset` work; bad config fails naming
 //! the key.
 
-mod common;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{sigterm, spawn_run, wait_exit, Reap, TestConfig};
+use crate::support::{sigterm, spawn_run, wait_exit, Reap, TestConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
 const SIM: &str = env!("CARGO_BIN_EXE_coupa-sim");
@@ -217,7 +217,7 @@ fn run_against_coupa_sim_writes_events_and_state_commands_work() {
 fn a_closed_stdout_stops_the_daemon_and_keeps_the_events() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     // More than a pipe buffer holds, so a write meets the closed pipe.
-    let sim = rt.block_on(common::quiet_sim(200));
+    let sim = rt.block_on(support::quiet_sim(200));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
@@ -265,11 +265,11 @@ fn a_closed_stdout_stops_the_daemon_and_keeps_the_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_added_sink_reports_what_it_missed_and_state_reset_sink_moves_its_cursor() {
     use coupa_changefeed::store::{ObjectState, OutboxEntry, Settled, Store};
-    let sim = common::quiet_sim(0).await;
+    let sim = support::quiet_sim(0).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let old = dir.path().join("old.jsonl");
-    let port = common::free_port();
+    let port = support::free_port();
     let file_sink = |name: &str, path: &std::path::Path| {
         format!(
             "type = \"file\"\nname = \"{name}\"\npath = \"{}\"",
@@ -311,7 +311,7 @@ async fn a_re_added_sink_reports_what_it_missed_and_state_reset_sink_moves_its_c
         assert_eq!(store.release(&["keep".to_string()]).unwrap(), 5);
         commit(entries(6..=8)).await.unwrap();
     }
-    let (ok, show) = common::cli(&["state", "show"], &config);
+    let (ok, show) = support::cli(&["state", "show"], &config);
     assert!(ok && show.contains("missed 3..=5"), "{show}");
 
     let mut child = spawn_run(&config, Stdio::piped());
@@ -333,7 +333,7 @@ async fn a_re_added_sink_reports_what_it_missed_and_state_reset_sink_moves_its_c
     };
     assert_eq!(missed, serde_json::json!({"from": 3, "to": 5}));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while common::read_jsonl(&old).len() < 3 {
+    while support::read_jsonl(&old).len() < 3 {
         assert!(Instant::now() < deadline, "the held events reach `old`");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -345,33 +345,33 @@ async fn a_re_added_sink_reports_what_it_missed_and_state_reset_sink_moves_its_c
         log.contains("events 3..=5 were released while this sink was not configured"),
         "{log}"
     );
-    let got: Vec<String> = common::read_jsonl(&old)
+    let got: Vec<String> = support::read_jsonl(&old)
         .iter()
         .map(|e| e["subject"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(got, ["6", "7", "8"]);
 
-    let (ok, show) = common::cli(&["state", "show"], &config);
+    let (ok, show) = support::cli(&["state", "show"], &config);
     assert!(
         ok && show.contains("missed 3..=5"),
         "kept until acknowledged: {show}"
     );
-    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "oldest"], &config);
+    let (ok, msg) = support::cli(&["state", "reset-sink", "old", "--to", "oldest"], &config);
     assert!(ok && msg.contains("events 3..=5 are gone"), "{msg}");
-    let (ok, show) = common::cli(&["state", "show"], &config);
+    let (ok, show) = support::cli(&["state", "show"], &config);
     assert!(ok && !show.contains("missed"), "{show}");
-    let (ok, msg) = common::cli(&["state", "reset-sink", "old"], &config);
+    let (ok, msg) = support::cli(&["state", "reset-sink", "old"], &config);
     assert!(ok && msg.contains("missed nothing"), "{msg}");
-    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "99"], &config);
+    let (ok, msg) = support::cli(&["state", "reset-sink", "old", "--to", "99"], &config);
     assert!(!ok && msg.contains("beyond the last event (8)"), "{msg}");
-    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "4"], &config);
+    let (ok, msg) = support::cli(&["state", "reset-sink", "old", "--to", "4"], &config);
     assert!(
         !ok && msg.contains("below the oldest event still held (9)"),
         "{msg}"
     );
-    let (ok, msg) = common::cli(&["state", "reset-sink", "old", "--to", "x"], &config);
+    let (ok, msg) = support::cli(&["state", "reset-sink", "old", "--to", "x"], &config);
     assert!(!ok && msg.contains("--to `x`"), "{msg}");
-    let (ok, msg) = common::cli(&["state", "reset-sink", "nope"], &config);
+    let (ok, msg) = support::cli(&["state", "reset-sink", "nope"], &config);
     assert!(
         !ok && msg.contains("sink `nope` is not configured"),
         "{msg}"

@@ -7,7 +7,7 @@
 //! the poller fed hostile records, and the poller against random schedules
 //! of inserts, edits, polls and clock moves, checked against the simulator.
 
-mod common;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use common::{
-    free_port, read_jsonl, seen_event, sigterm, spawn_run, wait_exit, wait_for, Daemon, Reap, Rig,
+use crate::support::{
+    free_port, read_jsonl, received, sigterm, spawn_run, wait_exit, wait_for, Daemon, Reap, Rig,
     TestConfig,
 };
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp, rfc3339, Stamp};
 use coupa_changefeed::poller::Poller;
@@ -191,7 +191,7 @@ async fn run_until_polled(config: &Path, port: u16) -> (bool, String) {
 /// own settings: both resume, losing nothing and inventing no event id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_state_dirs_are_refused_never_started_over() {
-    let sim = common::quiet_sim(5).await;
+    let sim = support::quiet_sim(5).await;
     let root = tempfile::tempdir().unwrap();
     let used = used_state_dir(&sim, root.path()).await;
     let first_ids: std::collections::HashSet<String> =
@@ -358,7 +358,7 @@ async fn damaged_state_dirs_are_refused_never_started_over() {
 /// and the first one carries on: every record is delivered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_state_dir_refuses() {
-    let sim = common::quiet_sim(5).await;
+    let sim = support::quiet_sim(5).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let events = dir.path().join("events.jsonl");
@@ -402,11 +402,8 @@ async fn a_second_daemon_on_the_same_state_dir_refuses() {
     .await;
     sigterm(&first.0);
     assert!(wait_exit(&mut first.0, LIMIT).success());
-    let got: Vec<_> = read_jsonl(&events)
-        .iter()
-        .map(|e| seen_event(e, "purchase_orders"))
-        .collect();
-    common::check_exact(&sim, "purchase_orders", &got);
+    let got: Vec<_> = read_jsonl(&events).iter().map(received).collect();
+    support::check_exact(&sim, "purchase_orders", &got);
 }
 
 // ------------------------------------------------------------ hostile input
@@ -828,7 +825,7 @@ fn random_schedules_of_inserts_and_edits_lose_nothing() {
         .run(&schedule, |(page_size, steps)| {
             let verdict = rt.block_on(async {
                 let rig = Rig::with(
-                    common::sim_config(),
+                    support::sim_config(),
                     &SCHEDULE_OBJECTS,
                     "",
                     &format!("page_size = {page_size}"),
@@ -903,7 +900,7 @@ async fn stored_state(dir: &Path, object: &str, state: Value) {
 /// waited out in silence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_high_water_mark_ahead_of_coupa_is_reported_not_waited_out() {
-    let sim = common::quiet_sim(3).await;
+    let sim = support::quiet_sim(3).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let ahead = rfc3339(Utc::now() + chrono::Duration::days(365));
@@ -951,7 +948,7 @@ async fn a_stored_high_water_mark_ahead_of_coupa_is_reported_not_waited_out() {
 /// the high-water mark ends at Coupa's clock, not a year ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_window_ahead_of_coupa_is_narrowed_and_loses_nothing() {
-    let sim = common::quiet_sim(5).await;
+    let sim = support::quiet_sim(5).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let events = dir.path().join("events.jsonl");

@@ -2,12 +2,10 @@
 //! one object. Nothing is lost, the failing object reports its error and
 //! the others carry on.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{check_exact, outbox, sim_config, Rig, TestConfig};
+use crate::support::{check_exact, outbox, sim_config, Rig, TestConfig};
 use coupa_changefeed::sim::{Fault, FaultRule, OAuthClient, SimConfig, Simulator};
 use coupa_changefeed::{app, shutdown};
 use serde_json::json;

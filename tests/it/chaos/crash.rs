@@ -11,12 +11,12 @@
 //! the state dir between kill and restart).
 //! Also `coupa-sim check`, the checker as a command.
 //!
-//! `cargo test --test crash -- --nocapture` prints the report rows; set
+//! `cargo test --test it chaos::crash -- --nocapture` prints the report rows; set
 //! `CRASH_SEED` to replay another kill schedule, and `CRASH_KILLS` (default
 //! 10) for an opt-in soak: `CRASH_KILLS=200 cargo test --release --test
-//! crash -- --nocapture`.
+//! it chaos::crash -- --nocapture`.
 
-mod common;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
@@ -35,7 +35,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use common::{spawn_run, Reap, TestConfig, API_KEY};
+use crate::support::{spawn_run, Reap, TestConfig, API_KEY};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
 use coupa_changefeed::sim::{Simulator, Version};
 use coupa_changefeed::store::Store;
@@ -410,8 +410,8 @@ async fn ten_kill_9s_lose_nothing_and_repeat_only_what_was_in_flight() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    common::sigterm(&daemon.0);
-    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(40));
+    support::sigterm(&daemon.0);
+    let status = support::wait_exit(&mut daemon.0, Duration::from_secs(40));
     assert!(
         status.success(),
         "SIGTERM: {status}\n{}",
@@ -575,7 +575,7 @@ fn write_jsonl(path: &PathBuf, events: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coupa_sim_check_passes_a_clean_sink_and_names_what_a_dirty_one_got_wrong() {
-    let sim = Simulator::start(common::sim_config()).await.unwrap();
+    let sim = Simulator::start(support::sim_config()).await.unwrap();
     let po = |sim: &Simulator| {
         sim.create("purchase_orders", json!({}))["id"]
             .as_u64()
@@ -684,7 +684,7 @@ fn fill(dir: &Path) -> PathBuf {
 /// nothing committed is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_then_freed_loses_nothing() {
-    let Some(disk) = common::Tmpfs::mount("32m") else {
+    let Some(disk) = support::Tmpfs::mount("32m") else {
         return;
     };
     const OBJECT: &str = "purchase_orders";
@@ -692,7 +692,7 @@ async fn disk_full_then_freed_loses_nothing() {
         initial_records: 30,
         change_rate: 0.0,
         change_objects: vec![OBJECT.into()],
-        ..common::sim_config()
+        ..support::sim_config()
     })
     .await
     .unwrap();
@@ -700,7 +700,7 @@ async fn disk_full_then_freed_loses_nothing() {
     let events = dir.path().join("events.jsonl");
     let config = dir.path().join("c.toml");
     let log = dir.path().join("daemon.log");
-    let port = common::free_port();
+    let port = support::free_port();
     let text = TestConfig::new(&sim.base_url(), &disk.path.join("state"))
         .objects(&[OBJECT])
         .poll("settle = \"1s\"")
@@ -753,7 +753,7 @@ async fn disk_full_then_freed_loses_nothing() {
     sim.set_change_rate(0.0);
     assert!(body.contains("store failing"), "{body}");
     assert!(body.contains("No space left on device"), "{body}");
-    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(30));
+    let status = support::wait_exit(&mut daemon.0, Duration::from_secs(30));
     assert_eq!(status.code(), Some(74), "{}", log_tail(&log));
     assert!(
         std::fs::read_to_string(&log)
@@ -791,8 +791,8 @@ async fn disk_full_then_freed_loses_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    common::sigterm(&daemon.0);
-    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(40));
+    support::sigterm(&daemon.0);
+    let status = support::wait_exit(&mut daemon.0, Duration::from_secs(40));
     assert!(status.success(), "SIGTERM: {status}\n{}", log_tail(&log));
     let verdict = verify::verify(&truth, &file_events(), VERIFY_SCHEDULE);
     println!("{}", verify::TABLE_HEADER);

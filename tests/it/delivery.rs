@@ -3,12 +3,12 @@
 //! the pollers and resumes them; dead letters are listed, replayed and
 //! dropped with the CLI.
 
-mod common;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{check_exact, read_jsonl, received, wait_for, Daemon, TestConfig};
 use chrono::Utc;
-use common::{check_exact, read_jsonl, seen_event, wait_for, Daemon, TestConfig};
 use coupa_changefeed::store::{DeadLetter, ObjectState, OutboxEntry, Settled, Store};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,7 +22,7 @@ fn file_sink(name: &str, path: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_does_not_hold_back_another_and_catches_up() {
-    let sim = common::quiet_sim(30).await;
+    let sim = support::quiet_sim(30).await;
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.jsonl");
     let bad_dir = dir.path().join("bad");
@@ -60,17 +60,14 @@ async fn a_failing_sink_does_not_hold_back_another_and_catches_up() {
     daemon.stop().await.unwrap();
 
     for path in [&good, &bad] {
-        let events: Vec<_> = read_jsonl(path)
-            .iter()
-            .map(|e| seen_event(e, "purchase_orders"))
-            .collect();
+        let events: Vec<_> = read_jsonl(path).iter().map(received).collect();
         check_exact(&sim, "purchase_orders", &events);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_outbox_pauses_polling_until_the_sink_catches_up() {
-    let sim = common::quiet_sim(60).await;
+    let sim = support::quiet_sim(60).await;
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -113,16 +110,13 @@ async fn a_full_outbox_pauses_polling_until_the_sink_catches_up() {
     })
     .await;
     daemon.stop().await.unwrap();
-    let events: Vec<_> = read_jsonl(&out)
-        .iter()
-        .map(|e| seen_event(e, "purchase_orders"))
-        .collect();
+    let events: Vec<_> = read_jsonl(&out).iter().map(received).collect();
     check_exact(&sim, "purchase_orders", &events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_cli_lists_replays_and_drops() {
-    let sim = common::quiet_sim(0).await;
+    let sim = support::quiet_sim(0).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let out = dir.path().join("events.jsonl");
@@ -172,14 +166,14 @@ async fn dlq_cli_lists_replays_and_drops() {
             .await
             .unwrap();
     }
-    let (ok, list) = common::cli(&["dlq", "list"], &config);
+    let (ok, list) = support::cli(&["dlq", "list"], &config);
     assert!(ok, "{list}");
     assert!(
         list.contains("HTTP 400 for record 7") && list.contains("HTTP 400 for record 8"),
         "{list}"
     );
     assert!(list.contains("2 dead letter(s)"), "{list}");
-    let (ok, json) = common::cli(&["dlq", "list", "--json", "--sink", "archive"], &config);
+    let (ok, json) = support::cli(&["dlq", "list", "--json", "--sink", "archive"], &config);
     assert!(ok, "{json}");
     let rows: Vec<serde_json::Value> = json
         .lines()
@@ -188,19 +182,19 @@ async fn dlq_cli_lists_replays_and_drops() {
     assert_eq!(rows[0]["event"]["id"], "ev-7");
     assert_eq!(rows[1]["seq"], 2);
 
-    let (ok, msg) = common::cli(&["dlq", "list", "--sink", "nope"], &config);
+    let (ok, msg) = support::cli(&["dlq", "list", "--sink", "nope"], &config);
     assert!(
         !ok && msg.contains("sink `nope` is not configured"),
         "{msg}"
     );
-    let (ok, msg) = common::cli(&["dlq", "drop"], &config);
+    let (ok, msg) = support::cli(&["dlq", "drop"], &config);
     assert!(!ok && msg.contains("--all"), "{msg}");
 
-    let (ok, msg) = common::cli(&["dlq", "drop", "2"], &config);
+    let (ok, msg) = support::cli(&["dlq", "drop", "2"], &config);
     assert!(ok && msg.contains("1 dead letter(s) dropped"), "{msg}");
-    let (ok, msg) = common::cli(&["dlq", "replay", "--sink", "archive"], &config);
+    let (ok, msg) = support::cli(&["dlq", "replay", "--sink", "archive"], &config);
     assert!(ok && msg.contains("1 dead letter(s) queued"), "{msg}");
-    let (_, list) = common::cli(&["dlq", "list"], &config);
+    let (_, list) = support::cli(&["dlq", "list"], &config);
     assert!(list.contains("0 dead letter(s)"), "{list}");
 
     // The daemon delivers the replayed event, once, and nothing else.
@@ -237,7 +231,7 @@ impl Tmpfs {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "CI runs as root and must mount a tmpfs"
             );
-            println!("skipped: needs root to mount tmpfs");
+            eprintln!("skipped: root not found (mounting a tmpfs needs it)");
             return None;
         }
         Some(Tmpfs(at.to_path_buf()))
@@ -263,7 +257,7 @@ async fn a_disk_full_mid_batch_is_cut_back_so_the_retry_writes_each_event_once()
     // Leave 64 KiB free: the 200 events (~1 KiB each) fill it mid-batch.
     let filler = disk.join("filler");
     std::fs::write(&filler, vec![0u8; 2048 * 1024 - 64 * 1024]).unwrap();
-    let sim = common::quiet_sim(200).await;
+    let sim = support::quiet_sim(200).await;
     let out = disk.join("events.jsonl");
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])

@@ -6,23 +6,23 @@
 //! as a row of the report table; and secrets under bad credentials and a
 //! receiver that echoes what it was sent.
 //!
-//! `cargo test --test reliability -- --nocapture --test-threads 1` prints
+//! `cargo test --test it chaos::reliability -- --nocapture --test-threads 1` prints
 //! the report tables.
 
-mod common;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    free_port, read_jsonl, sigterm, spawn_logged, wait_exit, wait_for, Daemon, TestConfig,
+};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
-use common::{
-    free_port, read_jsonl, sigterm, spawn_logged, wait_exit, wait_for, Daemon, TestConfig,
-};
 use coupa_changefeed::sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };
@@ -233,7 +233,7 @@ async fn burst(
     times: usize,
     schedule: Duration,
 ) -> (String, Verdict) {
-    let mut run = Run::start(common::sim_config(), &OBJECTS, |c| c).await;
+    let mut run = Run::start(support::sim_config(), &OBJECTS, |c| c).await;
     with_bursts(&run, faults, times, Duration::from_millis(700)).await;
     let retries = run.daemon().handles.client.stats().retries;
     let seen = statuses(&run.sim);
@@ -261,7 +261,7 @@ async fn storm(retry_after: bool) -> (String, Verdict) {
             burst: 2,
         }),
         retry_after_on_429: retry_after,
-        ..common::sim_config()
+        ..support::sim_config()
     };
     // Every 2 s: two objects need ~3 requests a second with changes, below
     // the bucket's 4, so the storm slows polls without starving them.
@@ -295,7 +295,7 @@ async fn storm(retry_after: bool) -> (String, Verdict) {
 /// are polled, so the fault meets an invoices page.
 async fn undated() -> (String, Verdict) {
     let name = "records without updated-at".to_string();
-    let mut run = Run::start(common::sim_config(), &["invoices"], |c| c).await;
+    let mut run = Run::start(support::sim_config(), &["invoices"], |c| c).await;
     run.caught_up(&name, SCHEDULE).await;
     let ids: Vec<u64> = (0..2)
         .map(|_| {
@@ -377,7 +377,7 @@ async fn coupa_fault_matrix_loses_nothing() {
             let mut run = Run::start(
                 SimConfig {
                     initial_records: 120,
-                    ..common::sim_config()
+                    ..support::sim_config()
                 },
                 &OBJECTS,
                 |c| c,
@@ -617,7 +617,7 @@ async fn sink_caught_up(what: &str, run: &Run, received: impl Fn() -> Vec<Receiv
 /// once it is back, and both sinks hold every version, once.
 async fn webhook_down() -> Vec<(String, Verdict)> {
     let mut hook = Hook::start().await;
-    let mut run = Run::start(common::sim_config(), &OBJECTS, |c| {
+    let mut run = Run::start(support::sim_config(), &OBJECTS, |c| {
         c.sink(&webhook_sink(&hook.url()))
     })
     .await;
@@ -667,7 +667,7 @@ async fn webhook_down() -> Vec<(String, Verdict)> {
 async fn backpressure() -> (String, Verdict) {
     let name = "webhook down, max_backlog 15: pause, resume";
     let mut hook = Hook::start().await;
-    let mut run = Run::start(common::sim_config(), &OBJECTS, |c| {
+    let mut run = Run::start(support::sim_config(), &OBJECTS, |c| {
         c.sink(&webhook_sink(&hook.url()))
             .raw("[delivery]\nmax_backlog = 15")
     })
@@ -792,7 +792,7 @@ async fn kafka_brokers_down_lose_nothing() {
         cluster.create_topic(t, PARTITIONS, 3).expect("topic");
     }
     let brokers = cluster.bootstrap_servers();
-    let mut run = Run::start(common::sim_config(), &OBJECTS, |c| {
+    let mut run = Run::start(support::sim_config(), &OBJECTS, |c| {
         c.sink(&format!(
             "type = \"kafka\"\nbrokers = \"{brokers}\"\nmax_backoff = \"200ms\"\n[sinks.properties]\n\"message.timeout.ms\" = \"2000\""
         ))
@@ -861,7 +861,7 @@ fn assert_no_secret(what: &str, text: &str) {
         WRONG_OAUTH,
         WRONG_API_KEY,
         OAUTH_SECRET,
-        common::API_KEY,
+        support::API_KEY,
         HEADER_TOKEN,
         URL_TOKEN,
         HOOK_SECRET,
@@ -999,7 +999,7 @@ async fn wrong_credentials_and_echoing_receivers_leak_no_secret() {
                 };
                 (
                     format!("{} {}", c.display(), args.join(" ")),
-                    common::cli(args, &c),
+                    support::cli(args, &c),
                 )
             })
         })
@@ -1047,11 +1047,11 @@ async fn wrong_credentials_and_echoing_receivers_leak_no_secret() {
         &["dlq", "list", "--json"][..],
         &["state", "show"][..],
     ] {
-        let (ok, out) = common::cli(args, &config);
+        let (ok, out) = support::cli(args, &config);
         assert!(ok, "{out}");
         assert_no_secret(&format!("`{}`", args.join(" ")), &out);
     }
-    let (_, out) = common::cli(&["dlq", "list"], &config);
+    let (_, out) = support::cli(&["dlq", "list"], &config);
     assert!(out.contains("401"), "dead letters carry the answer: {out}");
 }
 
@@ -1065,7 +1065,7 @@ async fn wrong_credentials_and_echoing_receivers_leak_no_secret() {
 /// window ending a year ahead and the object read nothing for a year.
 async fn date_a_year_ahead() -> (String, Verdict) {
     let name = "Date a year ahead on every 3rd response".to_string();
-    let mut run = Run::start(common::sim_config(), &OBJECTS, |c| c).await;
+    let mut run = Run::start(support::sim_config(), &OBJECTS, |c| c).await;
     run.caught_up(&name, SCHEDULE).await;
     run.sim.inject(FaultRule::always(Fault::SkewDate {
         seconds: 365 * 86_400,
@@ -1302,7 +1302,7 @@ async fn echoed_secrets_case(e: &Echoes) -> Verdict {
             &format!("base_url = \"{}\"", sim.base_url()),
             &format!("base_url = {}", quoted(base_url.as_str())),
         )
-        .replace(&format!("api_key = \"{}\"", common::API_KEY), &auth);
+        .replace(&format!("api_key = \"{}\"", support::API_KEY), &auth);
     std::fs::write(&config, toml).unwrap();
 
     let inject = || {
@@ -1351,7 +1351,7 @@ async fn echoed_secrets_case(e: &Echoes) -> Verdict {
             .join("\n"),
     ));
     for args in [&["dlq", "list"][..], &["dlq", "list", "--json"][..]] {
-        let (ok, out) = common::cli(args, &config);
+        let (ok, out) = support::cli(args, &config);
         assert!(ok, "{out}");
         assert!(out.contains("401"), "dead letters carry the answer: {out}");
         shown.push(("dlq list", out));
@@ -1362,7 +1362,7 @@ async fn echoed_secrets_case(e: &Echoes) -> Verdict {
         &["get", "purchase_orders", "1"][..],
     ] {
         inject();
-        let (_, out) = common::cli(args, &config);
+        let (_, out) = support::cli(args, &config);
         shown.push(("check/get", out));
     }
     for (what, text) in &shown {
@@ -1442,7 +1442,7 @@ fn echoed_secrets_never_show() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bare_header_token_is_hidden_and_a_recovered_sink_clears_its_error() {
     const TOKEN: &str = "HOOKHDR-4f2a9c1e7b3d";
-    let sim = common::quiet_sim(2).await;
+    let sim = support::quiet_sim(2).await;
     let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let flag = refuse.clone();
     let answer = move |h: HeaderMap| {
@@ -1524,7 +1524,7 @@ async fn a_client_secret_across_the_cut_or_json_escaped_is_hidden() {
         .objects(&["purchase_orders"])
         .toml()
         .replace(
-            &format!("api_key = \"{}\"", common::API_KEY),
+            &format!("api_key = \"{}\"", support::API_KEY),
             &format!(
                 "max_attempts = 1\noauth = {{ client_id = \"daemon\", client_secret = {} }}",
                 serde_json::to_string(SECRET).unwrap()
@@ -1546,7 +1546,7 @@ async fn a_client_secret_across_the_cut_or_json_escaped_is_hidden() {
             times: 1,
             path_contains: Some("/oauth2/token".into()),
         });
-        let (ok, out) = common::cli(&["get", "purchase_orders", "1"], &config);
+        let (ok, out) = support::cli(&["get", "purchase_orders", "1"], &config);
         assert!(!ok && out.contains("HTTP 500"), "{out}");
         assert_no_eight("`get`", SECRET, &out);
         assert!(!out.contains(&escaped[1..9]), "{out}");
@@ -1558,7 +1558,7 @@ async fn a_client_secret_across_the_cut_or_json_escaped_is_hidden() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn url_user_info_is_not_published_in_events() {
     const PASSWORD: &str = "url-pass-9e4b71";
-    let sim = common::quiet_sim(2).await;
+    let sim = support::quiet_sim(2).await;
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");
     let with_user = sim

@@ -2,13 +2,13 @@
 //! fails on a missing scope; `health`; SIGTERM in the middle of polling
 //! and a restart lose and repeat nothing.
 
-mod common;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{
-    check_exact, free_port, read_jsonl, seen_event, sigterm, spawn_logged, spawn_run, wait_exit,
+use crate::support::{
+    check_exact, free_port, read_jsonl, received, sigterm, spawn_logged, spawn_run, wait_exit,
     TestConfig,
 };
 use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
@@ -41,7 +41,7 @@ async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
         .objects(&["purchase_orders", "supplier_sites"])
         .file_sink(&dir.path().join("events.jsonl"));
     std::fs::write(&config, good.toml()).unwrap();
-    let (ok, out) = common::cli(&["check"], &config);
+    let (ok, out) = support::cli(&["check"], &config);
     assert!(ok, "{out}");
     assert!(out.contains("OAuth token minted"), "{out}");
     assert!(out.contains("listed /api/purchase_orders"), "{out}");
@@ -63,7 +63,7 @@ async fn check_reports_every_object_and_sink_and_names_a_missing_scope() {
             dir.path().display()
         ));
     std::fs::write(&config, bad.toml()).unwrap();
-    let (ok, out) = common::cli(&["check", "--json"], &config);
+    let (ok, out) = support::cli(&["check", "--json"], &config);
     assert!(!ok, "{out}");
     let json_end = out.rfind(']').unwrap();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out[..=json_end]).unwrap();
@@ -161,10 +161,7 @@ async fn sigterm_mid_poll_then_restart_loses_and_repeats_nothing() {
     }
     sigterm(&daemon.0);
     assert!(wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
-    let got: Vec<_> = read_jsonl(&events)
-        .iter()
-        .map(|e| seen_event(e, "purchase_orders"))
-        .collect();
+    let got: Vec<_> = read_jsonl(&events).iter().map(received).collect();
     // Exactly every version, each once: a graceful stop repeats nothing.
     check_exact(&sim, "purchase_orders", &got);
 }
@@ -313,7 +310,7 @@ fn run_refused(config: &std::path::Path, uid: Option<u32>) -> (Option<i32>, Stri
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
-    let mut child = common::Reap(cmd.spawn().unwrap());
+    let mut child = support::Reap(cmd.spawn().unwrap());
     let status = wait_exit(&mut child.0, Duration::from_secs(20));
     let mut log = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut log).unwrap();
@@ -324,10 +321,10 @@ fn run_refused(config: &std::path::Path, uid: Option<u32>) -> (Option<i32>, Stri
 /// may not write, is named as such (exit 74), not called damaged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_or_unwritable_state_dir_says_so_not_damaged() {
-    let Some(disk) = common::Tmpfs::mount("16m") else {
+    let Some(disk) = support::Tmpfs::mount("16m") else {
         return;
     };
-    let sim = common::quiet_sim(1).await;
+    let sim = support::quiet_sim(1).await;
     let existing = disk.path.join("existing");
     drop(coupa_changefeed::store::Store::open(&existing).unwrap());
     disk.set_writable(false);
@@ -409,7 +406,7 @@ async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
         initial_records: 5,
         change_rate: 10.0,
         change_objects: vec!["purchase_orders".into()],
-        ..common::sim_config()
+        ..support::sim_config()
     })
     .await
     .unwrap();
@@ -443,7 +440,7 @@ async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
             Ok(())
         });
     }
-    let mut daemon = common::Reap(cmd.spawn().unwrap());
+    let mut daemon = support::Reap(cmd.spawn().unwrap());
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while read_jsonl(&events).len() < 5 {
@@ -516,7 +513,7 @@ async fn a_thousand_idle_connections_leave_healthz_and_the_file_sink_working() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_clients_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sim = common::quiet_sim(1).await;
+    let sim = support::quiet_sim(1).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     let port = free_port();

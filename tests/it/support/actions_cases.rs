@@ -1,12 +1,9 @@
 //! The one table of action cases, run through every way in: the library
-//! (`tests/actions.rs`, [`run_lib`]), and later the CLI and the HTTP API,
+//! (`coupa::actions`, [`run_lib`]), the CLI (`cli::actions`) and the HTTP API
+//! (`http::actions`),
 //! each with its own executor turning an [`Act`] into a call and the
 //! answer into an [`Outcome`]. The cases, the fixture and the checks live
 //! here only, so the three ways in are held to the same expectations.
-//!
-//! Include it next to `mod common;` with
-//! `#[path = "common/actions_cases.rs"] mod actions_cases;` (it is not part
-//! of `common` so the other test binaries do not compile it).
 //!
 //! Each case runs against a fresh simulator filled by [`seed`], so ids are
 //! fixed: the constants below name them.

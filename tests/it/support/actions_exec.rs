@@ -1,12 +1,11 @@
 //! Glue the CLI and HTTP executors of the action cases share: both print
 //! errors as the one `{"error": {...}}` shape, read back here into an
-//! [`Outcome`]. Include it after `actions_cases` with
-//! `#[path = "common/actions_exec.rs"] mod actions_exec;`.
+//! [`Outcome`].
 #![allow(dead_code)]
 
 use coupa_changefeed::api::ErrorEnvelope;
 
-use crate::actions_cases::Outcome;
+use super::actions_cases::Outcome;
 
 /// The outcome an error body `text` describes; an `unreadable` failure
 /// (naming `context` and the text) if it is not one.

@@ -3,16 +3,14 @@
 //! loses nothing while records change, resumes every slice after a crash,
 //! and shows its progress in `/status`.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
-use common::{
-    check, check_exact, crash_poll_after, outbox, read_jsonl, seen_event, sim_config, wait_for,
+use crate::support::{
+    check, check_exact, crash_poll_after, outbox, read_jsonl, received, sim_config, wait_for,
     Daemon, Rig, TestConfig,
 };
+use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
 use coupa_changefeed::sim::{SimConfig, Simulator};
 use serde_json::json;
 
@@ -226,9 +224,6 @@ async fn backfill_progress_shows_in_status_and_clears_when_done() {
     }
     assert!(done, "progress cleared once the window completes");
     daemon.stop().await.unwrap();
-    let delivered: Vec<_> = read_jsonl(&out)
-        .iter()
-        .map(|e| seen_event(e, "invoices"))
-        .collect();
+    let delivered: Vec<_> = read_jsonl(&out).iter().map(received).collect();
     check_exact(&sim, "invoices", &delivered);
 }

