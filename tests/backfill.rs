@@ -13,7 +13,7 @@ use common::{
     check, check_exact, crash_poll_after, outbox, read_jsonl, seen_event, sim_config, wait_for,
     Daemon, Rig, TestConfig,
 };
-use coupa_changefeed::sim::{SimConfig, Simulator};
+use coupa_sim::{SimConfig, Simulator};
 use serde_json::json;
 
 fn stamp(t: DateTime<Utc>) -> String {

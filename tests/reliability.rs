@@ -23,10 +23,10 @@ use axum::Router;
 use common::{
     free_port, read_jsonl, sigterm, spawn_logged, wait_exit, wait_for, Daemon, TestConfig,
 };
-use coupa_changefeed::sim::{
+use coupa_sim::verify::{self, Received, Verdict};
+use coupa_sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };
-use coupa_changefeed::verify::{self, Received, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rdkafka::config::ClientConfig;

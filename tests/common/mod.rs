@@ -12,8 +12,8 @@ use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp};
 use coupa_changefeed::poller::{PollReport, Poller};
 use coupa_changefeed::shutdown::{self, Shutdown};
-use coupa_changefeed::sim::{SimConfig, Simulator};
 use coupa_changefeed::store::Store;
+use coupa_sim::{SimConfig, Simulator};
 
 pub const API_KEY: &str = "test-api-key-5f1c";
 

@@ -25,7 +25,7 @@ use super::faults::{self, Fault, FaultRule};
 use super::query::Query;
 use super::writes::{self, Write};
 use super::{lock, parse_offset, RateLimit, Shared, SimError};
-use crate::coupa::objects::{ObjectSpec, CATALOGUE};
+use coupa_model::objects::{ObjectSpec, CATALOGUE};
 
 type St = State<Arc<Shared>>;
 
@@ -279,7 +279,7 @@ fn missing_parent(sh: &Shared, t: &Target) -> Option<Response> {
         return None;
     }
     let key = t.spec.parent.map(|p| p.object).unwrap_or("base");
-    let singular = crate::coupa::objects::lookup(key)
+    let singular = coupa_model::objects::lookup(key)
         .map(|s| s.singular)
         .unwrap_or(key);
     Some(error(StatusCode::NOT_FOUND, singular, "not found"))

@@ -1,4 +1,9 @@
-//! The Coupa API simulator: an in-process (or `coupa-sim` binary) HTTP
+//! coupa-sim: the Coupa API simulator and the ground-truth checker, used by
+//! the daemon's tests, benches and `coupa-changefeed demo`. It depends on
+//! `coupa-model` (the object catalogue, record timestamps), never on the
+//! daemon.
+//!
+//! The simulator is an in-process (or `coupa-sim` binary) HTTP
 //! server that behaves like Coupa's Core REST API as `coupa-api.md`
 //! describes it, awkward parts included (bare arrays, 50-record pages,
 //! hyphenated keys, whole-second timestamps in mixed UTC offsets, live
@@ -22,8 +27,12 @@
 //! - `auth.rs`: OAuth clients, issued tokens, the API key.
 //! - `faults.rs`: injectable faults and the rate-limit bucket.
 //! - `generator.rs`: the background change generator.
+//! - [`verify`]: the ground-truth checker — the simulator's versions against
+//!   what a sink received: lost, duplicate and phantom events.
+//! - [`cli`]: the `coupa-sim` command line (serve, `check`).
 
 mod auth;
+pub mod cli;
 mod data;
 mod faults;
 mod generator;
@@ -34,6 +43,7 @@ mod store;
 mod tests;
 #[cfg(test)]
 mod tests_writes;
+pub mod verify;
 mod writes;
 
 use std::net::SocketAddr;
@@ -47,7 +57,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::coupa::objects::{self, ObjectSpec};
+use coupa_model::objects::{self, ObjectSpec};
 
 pub use faults::{Fault, FaultRule};
 

@@ -239,7 +239,7 @@ async fn date_header_follows_the_sim_clock() {
     );
     // Created records use the sim clock's whole seconds.
     let r = sim.create("invoices", json!({}));
-    let t = crate::coupa::record::parse_timestamp(r["created-at"].as_str().unwrap()).unwrap();
+    let t = coupa_model::record::parse_timestamp(r["created-at"].as_str().unwrap()).unwrap();
     assert!((t - sim.now()).num_seconds().abs() <= 1);
     assert_eq!(r["created-at"], r["updated-at"]);
 }
