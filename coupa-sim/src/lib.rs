@@ -21,7 +21,9 @@
 //! - `store.rs`: the tables, ids, the version log, create/update/list.
 //! - `query.rs`: Coupa's query-string language (filters, paging, `fields`).
 //! - `data.rs`: realistic generated fields per object, and mutations.
-//! - `http.rs`: the axum router: API, OAuth token endpoint, admin, gate.
+//! - `http.rs`: the axum router: API, OAuth token endpoint, gate.
+//! - `admin.rs`: the `/_sim/` admin endpoints (records, versions, faults,
+//!   clock, request log, settings).
 //! - `writes.rs`: what API writes do: validation 400s, the PO and
 //!   integration-run state machines, custom-field merging.
 //! - `auth.rs`: OAuth clients, issued tokens, the API key.
@@ -31,6 +33,7 @@
 //!   what a sink received: lost, duplicate and phantom events.
 //! - [`cli`]: the `coupa-sim` command line (serve, `check`).
 
+mod admin;
 mod auth;
 pub mod cli;
 mod data;
@@ -41,6 +44,8 @@ mod query;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_admin;
 #[cfg(test)]
 mod tests_writes;
 pub mod verify;
