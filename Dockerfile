@@ -8,6 +8,8 @@ WORKDIR /src
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential perl zlib1g-dev && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+COPY coupa-sim coupa-sim
+COPY coupa-model coupa-model
 COPY benches benches
 RUN cargo build --release --locked --bins
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{SubsecRound, Utc};
 use coupa_changefeed::config::Settings;
 use coupa_changefeed::coupa::record;
-use coupa_changefeed::sim::{SimConfig, Simulator};
+use coupa_sim::{SimConfig, Simulator};
 use serde_json::json;
 
 const OBJECT: &str = "purchase_orders";

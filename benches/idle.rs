@@ -16,7 +16,7 @@ use chrono::{SubsecRound, Utc};
 use coupa_changefeed::coupa::record;
 use coupa_changefeed::poller::{PollReport, Poller};
 use coupa_changefeed::shutdown::{self, Shutdown};
-use coupa_changefeed::sim::{SimHandle, Simulator};
+use coupa_sim::{SimHandle, Simulator};
 use serde_json::json;
 
 const OBJECT: &str = "purchase_orders";

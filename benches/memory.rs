@@ -20,9 +20,9 @@ use coupa_changefeed::config::Settings;
 use coupa_changefeed::delivery::Drain;
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
 use coupa_changefeed::shutdown;
-use coupa_changefeed::sim::Simulator;
 use coupa_changefeed::sink::AnySink;
 use coupa_changefeed::store::{ObjectState, OutboxEntry, Store};
+use coupa_sim::Simulator;
 use support::{peak_rss_mib, reset_peak, rss_mib};
 
 const OBJECT: &str = "purchase_orders";

@@ -5,10 +5,11 @@
 
 use std::path::PathBuf;
 
+use coupa_sim::{OAuthClient, SimConfig, Simulator};
+
 use crate::config::Settings;
 use crate::coupa::record::rfc3339;
 use crate::shutdown::Shutdown;
-use crate::sim::{OAuthClient, SimConfig, Simulator};
 
 /// Objects the demo polls (the generator changes the first three).
 const DEMO_OBJECTS: &[&str] = &["purchase_orders", "invoices", "suppliers", "supplier_sites"];

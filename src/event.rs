@@ -211,3 +211,93 @@ mod tests {
         assert_eq!(head.specversion, "1.0");
     }
 }
+
+/// `coupa_sim::verify` reads events as this file writes them (the test
+/// lives here because the simulator's crate does not know the daemon).
+#[cfg(test)]
+mod verify_reads_events {
+    use coupa_sim::verify::Received;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::coupa::record::parse_timestamp;
+
+    const PO: &str = "purchase_orders";
+
+    #[test]
+    fn received_reads_a_cloudevent_as_the_daemon_writes_it() {
+        let origin = |object: &str, singular: &str, path: &str| Origin {
+            base_url: "http://127.0.0.1:9".into(),
+            object: object.into(),
+            singular: singular.into(),
+            path: path.into(),
+        };
+        let rec = json!({"id": 42, "updated-at": "2026-11-30T03:15:02-07:00"});
+        let rec = rec.as_object().unwrap();
+        let data = canonical_json(rec);
+        let at = parse_timestamp("2026-11-30T10:15:02Z");
+        let make = |o: &Origin| {
+            ChangeEvent::new(
+                o,
+                "42",
+                at,
+                &content_hash(&data),
+                ChangeKind::Updated,
+                data.clone(),
+            )
+            .to_cloudevent()
+        };
+        let po = make(&origin(PO, "purchase_order", "/api/purchase_orders"));
+        let got = Received::from_event(&po).unwrap();
+        assert_eq!(got.object, PO);
+        assert_eq!((got.id, got.updated_at), (42, at));
+        assert_eq!(got.event_id, po["id"].as_str().unwrap());
+        // Nested, and whose path ends in another object's name.
+        let remit = make(&origin(
+            "remit_to_addresses",
+            "remit_to_address",
+            "/api/suppliers/7/addresses",
+        ));
+        assert_eq!(
+            Received::from_event(&remit).unwrap().object,
+            "remit_to_addresses"
+        );
+        // Outside the catalogue: the singular is the config name.
+        let custom = make(&origin(
+            "receiving_transactions",
+            "receiving_transactions",
+            "/api/receiving_transactions",
+        ));
+        assert_eq!(
+            Received::from_event(&custom).unwrap().object,
+            "receiving_transactions"
+        );
+        // Undated, and the id only in data.
+        let mut undated = po.clone();
+        undated.as_object_mut().unwrap().remove("time");
+        undated["subject"] = Value::Null;
+        let got = Received::from_event(&undated).unwrap();
+        assert_eq!((got.id, got.updated_at), (42, None));
+        for (bad, says) in [
+            (
+                json!({"type": "coupa.purchase_order.updated"}),
+                "no string `id`",
+            ),
+            (
+                json!({"id": "e", "type": "other"}),
+                "not coupa.<object>.<kind>",
+            ),
+            (
+                json!({"id": "e", "type": "coupa.purchase_order.updated", "subject": "x"}),
+                "no numeric record id",
+            ),
+            (
+                json!({"id": "e", "type": "coupa.purchase_order.updated", "subject": "1", "time": "soon"}),
+                "not a timestamp",
+            ),
+        ] {
+            let err = Received::from_event(&bad).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+}

@@ -29,9 +29,11 @@
 //! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
 //!   stop signal passed down to every task.
 //! - [`backoff`]: the one retry delay.
-//! - [`sim`]: the Coupa simulator used by tests, benches and [`demo`].
-//! - [`verify`]: the ground-truth checker — the simulator's versions against
-//!   what a sink received: lost, duplicate and phantom events.
+//!
+//! Beside the daemon, in the same workspace: `coupa-model` (the object
+//! catalogue and record helpers, re-exported as [`coupa::objects`] and
+//! [`coupa::record`]) and `coupa-sim` (the Coupa simulator used by tests,
+//! benches and [`demo`], and `verify`, the ground-truth checker).
 
 pub mod actions_cli;
 pub mod admin;
@@ -49,10 +51,8 @@ pub mod poller;
 pub mod redact;
 pub mod server;
 pub mod shutdown;
-pub mod sim;
 pub mod sink;
 pub mod store;
-pub mod verify;
 
 /// The message a panic carried, if it was a string (what `panic!` makes).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use coupa_changefeed::sim::SimHandle;
+use coupa_sim::SimHandle;
 use serde_json::Value;
 
 /// `name` from the environment as a number, else `default`.

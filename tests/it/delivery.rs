@@ -284,16 +284,16 @@ async fn a_disk_full_mid_batch_is_cut_back_so_the_retry_writes_each_event_once()
     })
     .await;
     daemon.stop().await.unwrap();
-    let got: Vec<coupa_changefeed::verify::Received> = read_jsonl(&out)
+    let got: Vec<coupa_sim::verify::Received> = read_jsonl(&out)
         .iter()
-        .map(|e| coupa_changefeed::verify::Received::from_event(e).unwrap())
+        .map(|e| coupa_sim::verify::Received::from_event(e).unwrap())
         .collect();
-    let v = coupa_changefeed::verify::verify(
+    let v = coupa_sim::verify::verify(
         &sim.versions("purchase_orders"),
         &got,
         Duration::from_secs(1),
     );
-    println!("{}", coupa_changefeed::verify::TABLE_HEADER);
+    println!("{}", coupa_sim::verify::TABLE_HEADER);
     println!("{}", v.row("file sink: disk full mid-batch, then freed"));
     assert!(v.is_clean(), "{v}");
     assert_eq!(v.events, 200, "each event once");

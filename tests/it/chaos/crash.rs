@@ -37,9 +37,9 @@ use serde_json::{json, Value};
 
 use crate::support::{spawn_run, Reap, TestConfig, API_KEY};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
-use coupa_changefeed::sim::{Simulator, Version};
 use coupa_changefeed::store::Store;
-use coupa_changefeed::verify::{self, Received};
+use coupa_sim::verify::{self, Received};
+use coupa_sim::{Simulator, Version};
 
 const SIM: &str = env!("CARGO_BIN_EXE_coupa-sim");
 
@@ -688,7 +688,7 @@ async fn disk_full_then_freed_loses_nothing() {
         return;
     };
     const OBJECT: &str = "purchase_orders";
-    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+    let sim = Simulator::start(coupa_sim::SimConfig {
         initial_records: 30,
         change_rate: 0.0,
         change_objects: vec![OBJECT.into()],

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::support::{check_exact, outbox, sim_config, Rig, TestConfig};
-use coupa_changefeed::sim::{Fault, FaultRule, OAuthClient, SimConfig, Simulator};
 use coupa_changefeed::{app, shutdown};
+use coupa_sim::{Fault, FaultRule, OAuthClient, SimConfig, Simulator};
 use serde_json::json;
 
 fn once(fault: Fault) -> FaultRule {

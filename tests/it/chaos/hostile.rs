@@ -25,7 +25,7 @@ use coupa_changefeed::coupa::record::{self, parse_timestamp, rfc3339, Stamp};
 use coupa_changefeed::poller::Poller;
 use coupa_changefeed::shutdown;
 use coupa_changefeed::store::Store;
-use coupa_changefeed::verify::{verify, Received};
+use coupa_sim::verify::{verify, Received};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestRunner};
 use serde_json::{json, Map, Value};
@@ -65,7 +65,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A state dir a real daemon left behind after delivering every record of
 /// `sim` (so a fresh start from `start_from` = 2000 would emit them again).
-async fn used_state_dir(sim: &coupa_changefeed::sim::Simulator, root: &Path) -> PathBuf {
+async fn used_state_dir(sim: &coupa_sim::Simulator, root: &Path) -> PathBuf {
     let state = root.join("used-state");
     let events = root.join("first-run.jsonl");
     let settings = TestConfig::new(&sim.base_url(), &state)

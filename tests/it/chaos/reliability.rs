@@ -23,10 +23,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use axum::Router;
-use coupa_changefeed::sim::{
+use coupa_sim::verify::{self, Received, Verdict};
+use coupa_sim::{
     Fault, FaultRule, OAuthClient, RateLimit, RequestLog, SimConfig, SimHandle, Simulator, Version,
 };
-use coupa_changefeed::verify::{self, Received, Verdict};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use rdkafka::config::ClientConfig;

@@ -15,8 +15,8 @@ use crate::support::{sim_config, TestConfig};
 use coupa_changefeed::actions_cli::exit_code;
 use coupa_changefeed::api::ErrorEnvelope;
 use coupa_changefeed::coupa::actions::Target;
-use coupa_changefeed::sim::{Fault, FaultRule, Simulator};
 use coupa_changefeed::store::Store;
+use coupa_sim::{Fault, FaultRule, Simulator};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 

@@ -14,7 +14,7 @@ use coupa_changefeed::coupa::actions::{Actions, RunCounts, RunStatus, Target};
 use coupa_changefeed::coupa::error::TransportKind;
 use coupa_changefeed::coupa::objects::CATALOGUE;
 use coupa_changefeed::coupa::{CoupaClient, CoupaError};
-use coupa_changefeed::sim::{Fault, FaultRule, OAuthClient, SimConfig, Simulator};
+use coupa_sim::{Fault, FaultRule, OAuthClient, SimConfig, Simulator};
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::json;
 

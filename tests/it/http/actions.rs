@@ -16,7 +16,7 @@ use coupa_changefeed::api::ErrorEnvelope;
 use coupa_changefeed::config::Settings;
 use coupa_changefeed::coupa::actions::Target;
 use coupa_changefeed::coupa::objects::CATALOGUE;
-use coupa_changefeed::sim::{Fault, FaultRule, Simulator};
+use coupa_sim::{Fault, FaultRule, Simulator};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, BufReader};

@@ -11,7 +11,7 @@ use crate::support::{
     check_exact, free_port, read_jsonl, received, sigterm, spawn_logged, spawn_run, wait_exit,
     TestConfig,
 };
-use coupa_changefeed::sim::{OAuthClient, SimConfig, Simulator};
+use coupa_sim::{OAuthClient, SimConfig, Simulator};
 use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_coupa-changefeed");
@@ -179,13 +179,11 @@ async fn sigterm_exits_in_time_while_coupa_says_retry_after_forever() {
     })
     .await
     .unwrap();
-    sim.inject(coupa_changefeed::sim::FaultRule::always(
-        coupa_changefeed::sim::Fault::Status {
-            status: 429,
-            retry_after: Some("99999999".into()),
-            body: None,
-        },
-    ));
+    sim.inject(coupa_sim::FaultRule::always(coupa_sim::Fault::Status {
+        status: 429,
+        retry_after: Some("99999999".into()),
+        body: None,
+    }));
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     let text = TestConfig::new(&sim.base_url(), &dir.path().join("state"))

@@ -11,7 +11,7 @@ use crate::support::{
     Daemon, Rig, TestConfig,
 };
 use chrono::{DateTime, FixedOffset, SubsecRound, Utc};
-use coupa_changefeed::sim::{SimConfig, Simulator};
+use coupa_sim::{SimConfig, Simulator};
 use serde_json::json;
 
 fn stamp(t: DateTime<Utc>) -> String {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::{check, check_exact, crash_poll_after, outbox, sim_config, Rig};
 use chrono::{FixedOffset, SubsecRound};
-use coupa_changefeed::sim::{Fault, FaultRule, RateLimit};
+use coupa_sim::{Fault, FaultRule, RateLimit};
 use serde_json::json;
 
 fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -684,8 +684,8 @@ async fn another_fields_selection_after_a_restart_republishes_nothing() {
 /// version that outlived two of the longest cycles seen is delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nested_versions_outliving_two_walk_cycles_arrive_and_the_cycle_is_shown() {
-    use coupa_changefeed::verify::{verify, Received};
-    let sim = coupa_changefeed::sim::Simulator::start(coupa_changefeed::sim::SimConfig {
+    use coupa_sim::verify::{verify, Received};
+    let sim = coupa_sim::Simulator::start(coupa_sim::SimConfig {
         initial_records: 0,
         ..sim_config()
     })

@@ -31,11 +31,11 @@ use crate::support::{check, sim_config, TestConfig};
 use coupa_changefeed::config::{OneOrMany, Settings, SinkSettings};
 use coupa_changefeed::coupa::record::{numeric_id, parse_timestamp};
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
-use coupa_changefeed::sim::Simulator;
 use coupa_changefeed::sink::webhook::{WebhookConfig, WebhookSink};
 use coupa_changefeed::sink::{Sink, SinkError};
 use coupa_changefeed::store::OutboxEntry;
-use coupa_changefeed::verify::Received;
+use coupa_sim::verify::Received;
+use coupa_sim::Simulator;
 
 /// The sink's current key.
 const NEW: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -941,19 +941,19 @@ async fn e2e_a_replayed_dead_letter_never_lands_after_a_newer_version() {
         "the consumer ends on the newest version: {arrivals:?}"
     );
     // What reached the sink or its dead letters (the guarantee).
-    let received: Vec<coupa_changefeed::verify::Received> = rx
+    let received: Vec<coupa_sim::verify::Received> = rx
         .accepted()
         .iter()
         .map(|a| a.json())
         .chain(kept.iter().map(|d| d.entry.event_json()))
-        .map(|e| coupa_changefeed::verify::Received::from_event(&e).unwrap())
+        .map(|e| coupa_sim::verify::Received::from_event(&e).unwrap())
         .collect();
-    let v = coupa_changefeed::verify::verify(
+    let v = coupa_sim::verify::verify(
         &sim.versions("purchase_orders"),
         &received,
         Duration::from_secs(1),
     );
-    println!("{}", coupa_changefeed::verify::TABLE_HEADER);
+    println!("{}", coupa_sim::verify::TABLE_HEADER);
     println!(
         "{}",
         v.row("webhook 401 on v1, 200 on v2, dlq replay (v1 kept as superseded)")
@@ -1048,7 +1048,7 @@ async fn e2e_each_records_versions_arrive_in_order_with_concurrency_4() {
 /// restart every version arrives, and a repeat carries the same event id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
-    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+    let sim = Simulator::start(coupa_sim::SimConfig {
         initial_records: 0,
         ..sim_config()
     })
@@ -1117,7 +1117,7 @@ async fn a_crash_mid_delivery_loses_nothing_and_repeats_keep_their_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dlq_commands_work_beside_a_running_daemon() {
     const TOKEN: &str = "admin-token-0123456789abcdef";
-    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+    let sim = Simulator::start(coupa_sim::SimConfig {
         initial_records: 2,
         ..sim_config()
     })
@@ -1181,7 +1181,7 @@ async fn dlq_commands_work_beside_a_running_daemon() {
 /// a second signal exits at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once() {
-    let sim = Simulator::start(coupa_changefeed::sim::SimConfig {
+    let sim = Simulator::start(coupa_sim::SimConfig {
         initial_records: 1,
         ..sim_config()
     })

@@ -13,7 +13,7 @@ use coupa_changefeed::coupa::actions::{
     Actions, IntegrationRecord, IntegrationResponse, RunCounts, RunStatus, Target,
 };
 use coupa_changefeed::coupa::{CoupaClient, CoupaError};
-use coupa_changefeed::sim::SimHandle;
+use coupa_sim::SimHandle;
 use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::{json, Value};

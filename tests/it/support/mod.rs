@@ -1,7 +1,7 @@
 //! Shared test harness: a simulator on 127.0.0.1, a real sled dir, and
 //! helpers that compare what the outbox (or a sink) holds with the
 //! simulator's own record of every version it ever showed, through
-//! `coupa_changefeed::verify` ([`check`], [`check_exact`]).
+//! `coupa_sim::verify` ([`check`], [`check_exact`]).
 #![allow(dead_code)]
 
 pub mod actions_cases;
@@ -17,9 +17,9 @@ use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp};
 use coupa_changefeed::poller::{PollReport, Poller};
 use coupa_changefeed::shutdown::{self, Shutdown};
-use coupa_changefeed::sim::{SimConfig, Simulator};
 use coupa_changefeed::store::Store;
-use coupa_changefeed::verify::{verify, Received};
+use coupa_sim::verify::{verify, Received};
+use coupa_sim::{SimConfig, Simulator};
 
 pub const API_KEY: &str = "test-api-key-5f1c";
 

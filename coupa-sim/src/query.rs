@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
-use crate::coupa::record::parse_timestamp;
+use coupa_model::record::parse_timestamp;
 
 /// Coupa's hard page size: `limit` can only shrink it.
 pub const MAX_LIMIT: usize = 50;

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
 use super::store::{Record, Store};
-use crate::coupa::objects::ObjectSpec;
+use coupa_model::objects::ObjectSpec;
 
 /// A generator seeded by (seed, object, id), so a record's generated
 /// fields do not depend on the order records were made in.
@@ -530,7 +530,7 @@ pub(crate) fn mutate(spec: &ObjectSpec, record: &Record, rng: &mut StdRng) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coupa::objects::{lookup, CATALOGUE};
+    use coupa_model::objects::{lookup, CATALOGUE};
 
     #[test]
     fn every_object_generates_hyphenated_deterministic_records() {

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::{data, lock, Shared};
-use crate::coupa::objects::{self, ObjectSpec};
+use coupa_model::objects::{self, ObjectSpec};
 
 /// Share of generated changes that are creates (the rest are updates).
 const CREATE_SHARE: f64 = 0.3;

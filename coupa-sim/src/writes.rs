@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
 use super::store::{record_key, Record, Store};
-use crate::coupa::objects::{self, ObjectSpec};
+use coupa_model::objects::{self, ObjectSpec};
 
 /// A write Coupa would refuse: the status and its JSON error body.
 #[derive(Debug, Clone, PartialEq)]
@@ -521,7 +521,7 @@ pub(crate) fn parent_exists(store: &Store, spec: &ObjectSpec, parent: Option<u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coupa::objects::lookup;
+    use coupa_model::objects::lookup;
 
     fn rec(v: Value) -> Record {
         v.as_object().unwrap().clone()

@@ -1,4 +1,9 @@
-//! The Coupa API simulator: an in-process (or `coupa-sim` binary) HTTP
+//! coupa-sim: the Coupa API simulator and the ground-truth checker, used by
+//! the daemon's tests, benches and `coupa-changefeed demo`. It depends on
+//! `coupa-model` (the object catalogue, record timestamps), never on the
+//! daemon.
+//!
+//! The simulator is an in-process (or `coupa-sim` binary) HTTP
 //! server that behaves like Coupa's Core REST API as `coupa-api.md`
 //! describes it, awkward parts included (bare arrays, 50-record pages,
 //! hyphenated keys, whole-second timestamps in mixed UTC offsets, live
@@ -16,14 +21,21 @@
 //! - `store.rs`: the tables, ids, the version log, create/update/list.
 //! - `query.rs`: Coupa's query-string language (filters, paging, `fields`).
 //! - `data.rs`: realistic generated fields per object, and mutations.
-//! - `http.rs`: the axum router: API, OAuth token endpoint, admin, gate.
+//! - `http.rs`: the axum router: API, OAuth token endpoint, gate.
+//! - `admin.rs`: the `/_sim/` admin endpoints (records, versions, faults,
+//!   clock, request log, settings).
 //! - `writes.rs`: what API writes do: validation 400s, the PO and
 //!   integration-run state machines, custom-field merging.
 //! - `auth.rs`: OAuth clients, issued tokens, the API key.
 //! - `faults.rs`: injectable faults and the rate-limit bucket.
 //! - `generator.rs`: the background change generator.
+//! - [`verify`]: the ground-truth checker — the simulator's versions against
+//!   what a sink received: lost, duplicate and phantom events.
+//! - [`cli`]: the `coupa-sim` command line (serve, `check`).
 
+mod admin;
 mod auth;
+pub mod cli;
 mod data;
 mod faults;
 mod generator;
@@ -33,7 +45,10 @@ mod store;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_admin;
+#[cfg(test)]
 mod tests_writes;
+pub mod verify;
 mod writes;
 
 use std::net::SocketAddr;
@@ -47,7 +62,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::coupa::objects::{self, ObjectSpec};
+use coupa_model::objects::{self, ObjectSpec};
 
 pub use faults::{Fault, FaultRule};
 

@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use super::query::Query;
 use super::{data, SimError, Version};
-use crate::coupa::objects::{ObjectSpec, CATALOGUE};
-use crate::coupa::record::parse_timestamp;
+use coupa_model::objects::{ObjectSpec, CATALOGUE};
+use coupa_model::record::parse_timestamp;
 
 pub(crate) type Record = Map<String, Value>;
 
