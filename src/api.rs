@@ -9,7 +9,7 @@
 //!
 //! Owns: the routes, the token check, the request bodies of the named
 //! operations, and the error body and its HTTP status (shared with the
-//! CLI, [`crate::actions_cli`], so scripts read one shape). Must not know
+//! CLI, [`crate::cli::actions`], so scripts read one shape). Must not know
 //! Coupa's paths or rules (that is [`Actions`]), nor log a token or a
 //! request body. The OpenAPI document at `/v1/openapi.json` is generated
 //! from the `#[utoipa::path]` annotations below, not written by hand.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use actions_cases::{cases, seed, Act, Outcome};
 use actions_exec::{error_outcome, unreadable};
 use common::{sim_config, TestConfig};
-use coupa_changefeed::actions_cli::exit_code;
+use coupa_changefeed::cli::actions::exit_code;
 use coupa_changefeed::api::ErrorEnvelope;
 use coupa_changefeed::coupa::actions::Target;
 use coupa_changefeed::sim::{Fault, FaultRule, Simulator};
