@@ -15,7 +15,7 @@ use crate::config::Settings;
 use crate::coupa::client::CoupaClient;
 use crate::delivery::{Drain, SinkStatus};
 use crate::metrics::Metrics;
-use crate::poller::{Backpressure, Poller, PollerStatus};
+use crate::poll::{Backpressure, Poller, PollerStatus};
 use crate::shutdown::Shutdown;
 use crate::sink::AnySink;
 use crate::store::Store;

@@ -45,7 +45,7 @@ pub mod delivery;
 pub mod demo;
 pub mod event;
 pub mod metrics;
-pub mod poller;
+pub mod poll;
 pub mod redact;
 pub mod server;
 pub mod shutdown;

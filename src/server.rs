@@ -326,11 +326,11 @@ pub struct ObjectView {
     /// Nested objects: the walk over every parent (the bound on which
     /// versions are promised: those outliving two cycles).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub walk: Option<crate::poller::WalkCycle>,
+    pub walk: Option<crate::poll::WalkCycle>,
     /// A problem polling cannot fix by itself (readiness fails while it holds).
     pub problem: Option<String>,
     /// A sliced backfill under way: percent done and ETA.
-    pub backfill: Option<crate::poller::BackfillProgress>,
+    pub backfill: Option<crate::poll::BackfillProgress>,
     pub polls: u64,
     pub requests: u64,
     pub records: u64,
@@ -525,7 +525,7 @@ pub fn snapshot(state: &ServerState) -> Snapshot {
             last_error: st.last_error.clone(),
             paused: st.paused.clone(),
             problem: st.problem.clone(),
-            walk: (st.walk != crate::poller::WalkCycle::default()).then(|| st.walk.clone()),
+            walk: (st.walk != crate::poll::WalkCycle::default()).then(|| st.walk.clone()),
             backfill: st.backfill.clone(),
             polls: st.polls,
             requests: st.totals.requests,

@@ -22,7 +22,7 @@ use common::{
 };
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp, rfc3339, Stamp};
-use coupa_changefeed::poller::Poller;
+use coupa_changefeed::poll::Poller;
 use coupa_changefeed::shutdown;
 use coupa_changefeed::store::Store;
 use coupa_changefeed::verify::{verify, Received};
@@ -1002,7 +1002,7 @@ mod records {
         pages: Vec<Vec<u8>>,
         coupa: &str,
     ) -> (
-        Result<coupa_changefeed::poller::PollReport, coupa_changefeed::poller::PollError>,
+        Result<coupa_changefeed::poll::PollReport, coupa_changefeed::poll::PollError>,
         Vec<coupa_changefeed::store::OutboxEntry>,
         Vec<String>,
     ) {

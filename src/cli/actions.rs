@@ -25,8 +25,8 @@ use clap::Subcommand;
 use futures_util::TryStreamExt;
 use serde_json::Value;
 
-use crate::api::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 use super::ConfigArg;
+use crate::api::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 use crate::config::Settings;
 use crate::coupa::actions::{Actions, IntegrationRecord, Target};
 use crate::coupa::record::Record;

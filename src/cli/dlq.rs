@@ -240,4 +240,3 @@ pub async fn run(action: DlqAction) -> anyhow::Result<()> {
         }
     }
 }
-
