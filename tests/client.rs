@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{any, post};
 use axum::{Form, Router};
-use coupa_changefeed::config::{CoupaSettings, OAuthSettings};
+use coupa_changefeed::coupa::settings::{CoupaSettings, OAuthSettings};
 use coupa_changefeed::coupa::error::{MalformedKind, TransportKind};
 use coupa_changefeed::coupa::{CoupaClient, CoupaError};
 use secrecy::SecretString;

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod objects;
 pub mod record;
+pub mod settings;
 
 pub use actions::Actions;
 pub use client::{ClientStats, CoupaClient};
