@@ -33,8 +33,6 @@
 //! - [`verify`]: the ground-truth checker — the simulator's versions against
 //!   what a sink received: lost, duplicate and phantom events.
 
-pub mod admin;
-pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod check;
@@ -44,13 +42,14 @@ pub mod coupa;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod http;
 pub mod metrics;
 pub mod poll;
 pub mod redact;
-pub mod server;
 pub mod shutdown;
 pub mod sim;
 pub mod sink;
+pub mod status;
 pub mod store;
 pub mod verify;
 

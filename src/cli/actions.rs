@@ -26,11 +26,11 @@ use futures_util::TryStreamExt;
 use serde_json::Value;
 
 use super::ConfigArg;
-use crate::api::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 use crate::config::Settings;
 use crate::coupa::actions::{Actions, IntegrationRecord, Target};
 use crate::coupa::record::Record;
 use crate::coupa::{CoupaClient, CoupaError};
+use crate::http::api::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 
 /// The action commands (flattened into the top-level commands).
 #[derive(Debug, Subcommand)]

@@ -117,7 +117,7 @@ impl Dlq {
             Dlq::Store(store) => Ok(store
                 .dead_letters(sink)?
                 .iter()
-                .map(crate::admin::dead_letter_json)
+                .map(crate::http::admin::dead_letter_json)
                 .collect()),
             Dlq::Daemon { base, token, http } => {
                 let mut req = http.get(base.as_str());

@@ -14,7 +14,7 @@ use axum::{middleware, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::ApiState;
+use crate::http::api::ApiState;
 use crate::store::{DeadLetter, Store};
 
 /// One dead letter as `dlq list --json` and `GET /admin/dlq` show it.
@@ -49,7 +49,7 @@ pub fn router(api: Arc<ApiState>, store: Store) -> Router {
         .route("/admin/dlq/drop", post(drop_dead))
         .layer(middleware::from_fn_with_state(
             api,
-            crate::api::require_token,
+            super::api::require_token,
         ))
         .with_state(store)
 }
