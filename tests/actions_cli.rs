@@ -19,7 +19,7 @@ use actions_cases::{cases, seed, Act, Outcome};
 use actions_exec::{error_outcome, unreadable};
 use common::{sim_config, TestConfig};
 use coupa_changefeed::cli::actions::exit_code;
-use coupa_changefeed::http::api::ErrorEnvelope;
+use coupa_changefeed::coupa::body::ErrorEnvelope;
 use coupa_changefeed::coupa::actions::Target;
 use coupa_changefeed::sim::{Fault, FaultRule, Simulator};
 use coupa_changefeed::store::Store;

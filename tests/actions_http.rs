@@ -18,7 +18,7 @@ use std::time::Duration;
 use actions_cases::{cases, seed, Act, Outcome};
 use actions_exec::{error_outcome, unreadable};
 use common::{free_port, sim_config, wait_for, Daemon, TestConfig};
-use coupa_changefeed::http::api::ErrorEnvelope;
+use coupa_changefeed::coupa::body::ErrorEnvelope;
 use coupa_changefeed::config::Settings;
 use coupa_changefeed::coupa::actions::Target;
 use coupa_changefeed::coupa::objects::CATALOGUE;

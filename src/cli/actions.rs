@@ -28,9 +28,9 @@ use serde_json::Value;
 use super::ConfigArg;
 use crate::config::Settings;
 use crate::coupa::actions::{Actions, IntegrationRecord, Target};
+use crate::coupa::body::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 use crate::coupa::record::Record;
 use crate::coupa::{CoupaClient, CoupaError};
-use crate::http::api::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 
 /// The action commands (flattened into the top-level commands).
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::ConfigArg;
 use crate::config::Settings;
-use crate::store::{Store, StoreError};
+use crate::store::{DeadLetter, Store, StoreError};
 
 #[derive(Subcommand)]
 pub enum DlqAction {
@@ -117,7 +117,7 @@ impl Dlq {
             Dlq::Store(store) => Ok(store
                 .dead_letters(sink)?
                 .iter()
-                .map(crate::http::admin::dead_letter_json)
+                .map(DeadLetter::to_json)
                 .collect()),
             Dlq::Daemon { base, token, http } => {
                 let mut req = http.get(base.as_str());

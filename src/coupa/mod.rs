@@ -4,6 +4,7 @@
 
 pub mod actions;
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod clock;
 pub mod error;

@@ -24,99 +24,35 @@
 //! credentials), 503 (unreachable or rate-limited: nothing was done, retry
 //! later), 504 (timed out: Coupa may have acted, check before retrying).
 
-use std::sync::Arc;
-
+use super::token::{require_token, ApiToken};
+use crate::config::ApiSettings;
+use crate::coupa::actions::{Actions, IntegrationRecord, IntegrationResponse, Target};
+use crate::coupa::body::{
+    CreateRunRequest, ErrorBody, ErrorEnvelope, FieldMessage, RawRequest, RunStatusRequest,
+    DEFAULT_LIMIT,
+};
+use crate::coupa::error::TransportKind;
+use crate::coupa::{CoupaClient, CoupaError};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::{stream, StreamExt, TryStreamExt};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use std::sync::Arc;
 use tracing::{info, warn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{OpenApi, ToSchema};
-
-use crate::config::ApiSettings;
-use crate::coupa::actions::{
-    Actions, IntegrationRecord, IntegrationResponse, RunCounts, RunStatus, Target,
-};
-use crate::coupa::error::TransportKind;
-use crate::coupa::{CoupaClient, CoupaError};
-
-/// Records a search returns when no `limit` is given (HTTP and CLI).
-pub const DEFAULT_LIMIT: usize = crate::coupa::actions::NESTED_LIMIT;
+use utoipa::OpenApi;
 
 /// The parent object nested objects are addressed under
 /// (`/v1/suppliers/{supplier_id}/{object}`); the catalogue has no other.
 pub const PARENT: &str = "suppliers";
 
 // ---- the error body, shared with the CLI ----
-
-/// One per-field message of a Coupa validation error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct FieldMessage {
-    /// The key Coupa filed it under (`supplier`, `order-lines[0].price`, `base`).
-    pub field: String,
-    pub message: String,
-}
-
-/// What went wrong, the same for the HTTP API and the CLI.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable label: `invalid`, `refused`, `validation`, `not_found`,
-    /// `unauthorized`, `forbidden`, `transport`, `status`, `malformed`, `config`, ...
-    pub kind: String,
-    /// The HTTP status Coupa answered; null when Coupa was not asked
-    /// (refused or invalid up front, or a transport failure).
-    pub status: Option<u16>,
-    /// One line for a person; names the Coupa URL, never a secret.
-    pub message: String,
-    /// Per-field messages of a `validation` error; empty otherwise.
-    pub fields: Vec<FieldMessage>,
-}
-
-/// `{"error": {...}}`: every error response and CLI error line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ErrorEnvelope {
-    pub error: ErrorBody,
-}
-
-impl ErrorBody {
-    /// An error of our own (not Coupa's), e.g. a malformed body.
-    pub fn own(kind: &str, message: impl Into<String>) -> ErrorBody {
-        ErrorBody {
-            kind: kind.into(),
-            status: None,
-            message: message.into(),
-            fields: Vec::new(),
-        }
-    }
-}
-
-impl From<&CoupaError> for ErrorBody {
-    fn from(e: &CoupaError) -> ErrorBody {
-        ErrorBody {
-            kind: e.kind().into(),
-            status: e.status(),
-            message: e.to_string(),
-            fields: e
-                .field_errors()
-                .iter()
-                .map(|f| FieldMessage {
-                    field: f.field.clone(),
-                    message: f.message.clone(),
-                })
-                .collect(),
-        }
-    }
-}
 
 /// The HTTP status the API answers a failed action with (see the module
 /// documentation for the reasoning).
@@ -186,67 +122,12 @@ type ApiResult<T = Json<Value>> = Result<T, ApiError>;
 
 // ---- request bodies of the named operations ----
 
-/// `POST /v1/integration_runs`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRunRequest {
-    /// The integration's code in Coupa, e.g. `ERP-PO`.
-    pub integration_code: String,
-}
-
-/// `PUT /v1/integration_runs/{id}/status`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RunStatusRequest {
-    /// `pending`, `running`, `successful`, `failed` or `paused` (or
-    /// Coupa's action name: `run`, `success`, `fail`, `pause`).
-    pub status: String,
-    /// Written first, with a plain update, if given.
-    #[serde(default)]
-    pub total_records: Option<u64>,
-    /// Written first, with a plain update, if given.
-    #[serde(default)]
-    pub records_processed: Option<u64>,
-}
-
-impl RunStatusRequest {
-    /// The status and counters, or why the status is unknown.
-    pub fn parts(&self) -> Result<(RunStatus, RunCounts), String> {
-        Ok((
-            self.status.parse()?,
-            RunCounts {
-                total_records: self.total_records,
-                records_processed: self.records_processed,
-            },
-        ))
-    }
-}
-
-/// `POST /v1/http`: any call under Coupa's `/api/`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RawRequest {
-    /// GET, POST, PUT, PATCH or DELETE.
-    pub method: String,
-    /// Under `/api/`, without a query string, e.g. `/api/purchase_orders/1/reopen`.
-    pub path: String,
-    /// Query pairs in order, e.g. `[["fields", "[\"id\"]"]]`.
-    #[serde(default)]
-    #[schema(value_type = Vec<Vec<String>>)]
-    pub query: Vec<(String, String)>,
-    /// JSON body to send, if any.
-    #[serde(default)]
-    pub body: Option<Value>,
-}
-
-// ---- state, router, auth ----
-
 /// What the API routes share: the actions (over the daemon's one client,
-/// so rate limit and counters are shared with the pollers) and the
-/// token's digest.
+/// so rate limit and counters are shared with the pollers) and the token.
 pub struct ApiState {
     actions: Actions,
-    token_sha256: [u8; 32],
+    /// The bearer token's digest; `/admin` routes check the same one.
+    pub(super) token: Arc<ApiToken>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -266,14 +147,8 @@ impl ApiState {
         info!("actions API on under /v1 (bearer token required)");
         Some(Arc::new(ApiState {
             actions: Actions::new(client),
-            token_sha256: Sha256::digest(token.expose_secret().as_bytes()).into(),
+            token: Arc::new(ApiToken::new(token.expose_secret())),
         }))
-    }
-
-    /// Whether `presented` is the token, in time independent of both.
-    fn token_matches(&self, presented: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        digest.ct_eq(&self.token_sha256).into()
     }
 }
 
@@ -315,7 +190,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/v1/http", post(raw))
         .layer(middleware::from_fn(audit))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            state.token.clone(),
+            require_token,
+        ))
         .with_state(state)
 }
 
@@ -334,45 +212,6 @@ async fn audit(req: Request, next: Next) -> Response {
         "actions API call"
     );
     resp
-}
-
-/// Lets the request through only with the right bearer token.
-pub(crate) async fn require_token(
-    State(state): State<Arc<ApiState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    match presented {
-        Some(t) if state.token_matches(t) => next.run(req).await,
-        other => {
-            let challenge = if other.is_some() {
-                warn!(method = %req.method(), path = %req.uri().path(), "API request with a wrong bearer token refused");
-                r#"Bearer realm="coupa-changefeed", error="invalid_token""#
-            } else {
-                r#"Bearer realm="coupa-changefeed""#
-            };
-            let body = ErrorEnvelope {
-                error: ErrorBody::own(
-                    "unauthorized",
-                    "missing or wrong bearer token: send `Authorization: Bearer <[api] token>`",
-                ),
-            };
-            let mut resp = (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
-            resp
-        }
-    }
 }
 
 // ---- argument helpers ----
@@ -462,6 +301,7 @@ fn record(r: crate::coupa::record::Record) -> Json<Value> {
 /// The OpenAPI document of this API.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
+
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -510,6 +350,7 @@ async fn run_search(
         (status = 400, description = "Unknown object or bad filter", body = ErrorEnvelope),
         (status = 422, description = "Coupa offers no search on this object", body = ErrorEnvelope),
     ))]
+
 async fn search(
     State(s): State<Arc<ApiState>>,
     Path(object): Path<String>,
@@ -531,6 +372,7 @@ async fn search(
         (status = 200, description = "The supplier's records", body = Vec<Object>),
         (status = 404, description = "No such supplier", body = ErrorEnvelope),
     ))]
+
 async fn search_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object)): Path<(String, String)>,
@@ -546,6 +388,7 @@ async fn search_nested(
         (status = 200, description = "The record as Coupa returns it", body = Object),
         (status = 404, description = "No such record", body = ErrorEnvelope),
     ))]
+
 async fn get_one(
     State(s): State<Arc<ApiState>>,
     Path((object, id)): Path<(String, String)>,
@@ -564,6 +407,7 @@ async fn get_one(
         (status = 200, description = "The record", body = Object),
         (status = 404, description = "No such record under this supplier", body = ErrorEnvelope),
     ))]
+
 async fn get_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id)): Path<(String, String, String)>,
@@ -581,6 +425,7 @@ async fn get_nested(
         (status = 400, description = "Coupa's validation errors, per field", body = ErrorEnvelope),
         (status = 422, description = "Coupa offers no create on this object", body = ErrorEnvelope),
     ))]
+
 async fn create(
     State(s): State<Arc<ApiState>>,
     Path(object): Path<String>,
@@ -598,6 +443,7 @@ async fn create(
         (status = 200, description = "The created record", body = Object),
         (status = 400, description = "Coupa's validation errors", body = ErrorEnvelope),
     ))]
+
 async fn create_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object)): Path<(String, String)>,
@@ -618,6 +464,7 @@ async fn create_nested(
         (status = 404, description = "No such record", body = ErrorEnvelope),
         (status = 422, description = "Coupa offers no update on this object", body = ErrorEnvelope),
     ))]
+
 async fn update(
     State(s): State<Arc<ApiState>>,
     Path((object, id)): Path<(String, String)>,
@@ -635,6 +482,7 @@ async fn update(
     params(("supplier_id" = u64, Path), ("object" = String, Path), ("id" = u64, Path)),
     request_body(content = Object, description = "The fields to change"),
     responses((status = 200, description = "The record after the change", body = Object)))]
+
 async fn update_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id)): Path<(String, String, String)>,
@@ -650,6 +498,7 @@ async fn update_nested(
 #[utoipa::path(post, path = "/v1/objects/{object}/{id}/mark_exported", tag = "objects",
     params(("object" = String, Path), ("id" = u64, Path)),
     responses((status = 200, description = "The record, `exported` true", body = Object)))]
+
 async fn mark_exported(
     State(s): State<Arc<ApiState>>,
     Path((object, id)): Path<(String, String)>,
@@ -664,6 +513,7 @@ async fn mark_exported(
 #[utoipa::path(post, path = "/v1/suppliers/{supplier_id}/{object}/{id}/mark_exported", tag = "suppliers",
     params(("supplier_id" = u64, Path), ("object" = String, Path), ("id" = u64, Path)),
     responses((status = 200, description = "The record", body = Object)))]
+
 async fn mark_exported_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id)): Path<(String, String, String)>,
@@ -684,6 +534,7 @@ async fn mark_exported_nested(
         (status = 400, description = "Coupa refused the transition", body = ErrorEnvelope),
         (status = 422, description = "Coupa offers no such action on the object", body = ErrorEnvelope),
     ))]
+
 async fn perform(
     State(s): State<Arc<ApiState>>,
     Path((object, id, action)): Path<(String, String, String)>,
@@ -703,6 +554,7 @@ async fn perform(
     params(("supplier_id" = u64, Path), ("object" = String, Path), ("id" = u64, Path), ("action" = String, Path)),
     request_body(content = Option<Object>),
     responses((status = 200, description = "The record after the action", body = Object)))]
+
 async fn perform_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id, action)): Path<(String, String, String, String)>,
@@ -726,6 +578,7 @@ async fn perform_nested(
         (status = 400, description = "Coupa refused, e.g. already closed", body = ErrorEnvelope),
         (status = 404, description = "No such PO", body = ErrorEnvelope),
     ))]
+
 async fn close_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
     Ok(record(
         s.actions.close_purchase_order(parse_id("id", &id)?).await?,
@@ -739,6 +592,7 @@ async fn close_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Api
         (status = 200, description = "The PO, `cancelled`", body = Object),
         (status = 400, description = "Coupa refused the transition", body = ErrorEnvelope),
     ))]
+
 async fn cancel_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
     Ok(record(
         s.actions
@@ -754,6 +608,7 @@ async fn cancel_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Ap
         (status = 200, description = "The run", body = Object),
         (status = 400, description = "E.g. no integration has the code", body = ErrorEnvelope),
     ))]
+
 async fn create_run(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     let req: CreateRunRequest = typed_body(&body)?;
     Ok(record(
@@ -771,6 +626,7 @@ async fn create_run(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
         (status = 200, description = "The run", body = Object),
         (status = 400, description = "Coupa refused the transition, or an unknown status", body = ErrorEnvelope),
     ))]
+
 async fn set_run_status(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -794,6 +650,7 @@ async fn set_run_status(
         (status = 200, description = "The integration error", body = Object),
         (status = 400, description = "Coupa's validation errors", body = ErrorEnvelope),
     ))]
+
 async fn create_integration_error(
     State(s): State<Arc<ApiState>>,
     RawQuery(q): RawQuery,
@@ -814,6 +671,7 @@ async fn create_integration_error(
         (status = 200, description = "The history record", body = Object),
         (status = 400, description = "Coupa's validation errors", body = ErrorEnvelope),
     ))]
+
 async fn create_integration_history_record(
     State(s): State<Arc<ApiState>>,
     RawQuery(q): RawQuery,
@@ -835,6 +693,7 @@ async fn create_integration_history_record(
         (status = 200, description = "Coupa's JSON response (null for an empty body)", body = serde_json::Value),
         (status = 400, description = "A path outside /api/ or a method Coupa's API does not use", body = ErrorEnvelope),
     ))]
+
 async fn raw(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     let req: RawRequest = typed_body(&body)?;
     let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
@@ -867,6 +726,7 @@ async fn raw(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
+
 pub struct ApiDoc;
 
 /// Adds the bearer security scheme the `security` requirement names.
@@ -977,31 +837,5 @@ mod tests {
         assert_eq!(search_query(None).unwrap().0, DEFAULT_LIMIT);
         assert!(search_query(Some("limit=x")).is_err());
         assert!(search_query(Some("limit=1&limit=2")).is_err());
-    }
-
-    #[test]
-    fn the_token_check_is_exact() {
-        let st = ApiState {
-            actions: Actions::new(
-                CoupaClient::new(
-                    &crate::config::Settings::from_toml(
-                        "[coupa]\nbase_url = \"http://127.0.0.1:1\"\napi_key = \"k\"\n[[objects]]\nname = \"users\"\n",
-                    )
-                    .unwrap()
-                    .coupa,
-                )
-                .unwrap(),
-            ),
-            token_sha256: Sha256::digest(b"0123456789abcdef").into(),
-        };
-        assert!(st.token_matches("0123456789abcdef"));
-        for wrong in [
-            "",
-            "0123456789abcde",
-            "0123456789abcdeF",
-            "0123456789abcdef ",
-        ] {
-            assert!(!st.token_matches(wrong), "{wrong:?}");
-        }
     }
 }

@@ -18,12 +18,13 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::status::Handles;
 use crate::shutdown::Shutdown;
+use crate::status::Handles;
 
 pub mod admin;
 pub mod api;
 mod ops;
+mod token;
 
 /// What the server reads.
 #[derive(Clone)]
@@ -268,7 +269,7 @@ impl tokio::io::AsyncWrite for Activity {
 pub fn router(state: ServerState) -> Router {
     let store = state.handles.store.clone();
     let api = api::ApiState::from_settings(&state.handles.api, state.handles.client.clone())
-        .map(|a| api::router(a.clone()).merge(admin::router(a, store)));
+        .map(|a| api::router(a.clone()).merge(admin::router(a.token.clone(), store)));
     let ops = Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -44,6 +44,15 @@ pub(super) struct DeadHead {
 }
 
 impl DeadLetter {
+    /// One dead letter as `dlq list --json` and `GET /admin/dlq` show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["object"] = self.entry.object.clone().into();
+        v["key"] = self.entry.key.clone().into();
+        v["event"] = self.entry.event_json();
+        v
+    }
+
     pub(super) fn encode(&self) -> Vec<u8> {
         let head = DeadHead {
             object: self.entry.object.clone(),

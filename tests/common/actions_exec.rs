@@ -4,7 +4,7 @@
 //! `#[path = "common/actions_exec.rs"] mod actions_exec;`.
 #![allow(dead_code)]
 
-use coupa_changefeed::http::api::ErrorEnvelope;
+use coupa_changefeed::coupa::body::ErrorEnvelope;
 
 use crate::actions_cases::Outcome;
 
