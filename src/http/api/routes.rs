@@ -1,227 +1,29 @@
-//! The actions over HTTP: `/v1/...` on the daemon's server, each route one
-//! call of [`Actions`], answering with Coupa's JSON or a structured error.
-//!
-//! Off unless `[api] token` (or `token_file`) is set: then no `/v1` route
-//! exists at all. Every route, the OpenAPI document included, needs
-//! `Authorization: Bearer <token>`; the token is compared as a SHA-256
-//! digest in constant time (`subtle`), so neither its content nor its
-//! length leaks through timing, and only the digest is kept.
-//!
-//! Owns: the routes, the token check, the request bodies of the named
-//! operations, and the error body and its HTTP status (shared with the
-//! CLI, [`crate::cli::actions`], so scripts read one shape). Must not know
-//! Coupa's paths or rules (that is [`Actions`]), nor log a token or a
-//! request body. The OpenAPI document at `/v1/openapi.json` is generated
-//! from the `#[utoipa::path]` annotations below, not written by hand.
-//!
-//! Status codes: success is 200 with Coupa's JSON. Errors carry
-//! `{"error": {"kind", "status", "message", "fields"}}` where `status` is
-//! the HTTP status *Coupa* answered (null if it was not asked) and the
-//! response status is chosen by [`http_status`]: `invalid` 400,
-//! `validation` 400 (Coupa's own, with `fields`), `refused` 422,
-//! `not_found` 404, our own missing or wrong token 401; Coupa-side
-//! failures are gateway errors: 502 (Coupa failed or refused the daemon's
-//! credentials), 503 (unreachable or rate-limited: nothing was done, retry
-//! later), 504 (timed out: Coupa may have acted, check before retrying).
+//! The `/v1` handlers, one per operation (top-level and under
+//! `/v1/suppliers/{supplier_id}/...`), and the argument helpers they share.
+//! Each makes one call of [`Actions`] and answers Coupa's JSON.
 
-use super::token::{require_token, ApiToken};
-use crate::config::ApiSettings;
-use crate::coupa::actions::{Actions, IntegrationRecord, IntegrationResponse, Target};
+use super::{ApiError, ApiResult, ApiState};
+use crate::coupa::actions::{IntegrationRecord, Target};
 use crate::coupa::body::{
-    CreateRunRequest, ErrorBody, ErrorEnvelope, FieldMessage, RawRequest, RunStatusRequest,
-    DEFAULT_LIMIT,
+    CreateRunRequest, ErrorEnvelope, RawRequest, RunStatusRequest, DEFAULT_LIMIT,
 };
-use crate::coupa::error::TransportKind;
-use crate::coupa::{CoupaClient, CoupaError};
+use crate::coupa::CoupaError;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::{stream, StreamExt, TryStreamExt};
-use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::sync::Arc;
-use tracing::{info, warn};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::OpenApi;
+use tracing::warn;
 
-/// The parent object nested objects are addressed under
-/// (`/v1/suppliers/{supplier_id}/{object}`); the catalogue has no other.
-pub const PARENT: &str = "suppliers";
-
-// ---- the error body, shared with the CLI ----
-
-/// The HTTP status the API answers a failed action with (see the module
-/// documentation for the reasoning).
-pub fn http_status(e: &CoupaError) -> StatusCode {
-    match e {
-        CoupaError::Invalid(_) | CoupaError::Validation { .. } => StatusCode::BAD_REQUEST,
-        CoupaError::Refused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        CoupaError::NotFound { .. } => StatusCode::NOT_FOUND,
-        CoupaError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        CoupaError::Transport { kind, .. } => match kind {
-            TransportKind::Connect => StatusCode::SERVICE_UNAVAILABLE,
-            TransportKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            TransportKind::Body | TransportKind::Other => StatusCode::BAD_GATEWAY,
-        },
-        CoupaError::Status { status: 429, .. } => StatusCode::SERVICE_UNAVAILABLE,
-        // Coupa's other 4xx say something about the request: pass them on.
-        CoupaError::Status { status, .. } if (400..500).contains(status) => {
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
-        }
-        CoupaError::RetriesExhausted { last, .. } => http_status(last),
-        CoupaError::Unauthorized { .. }
-        | CoupaError::InvalidScope { .. }
-        | CoupaError::Forbidden { .. }
-        | CoupaError::Status { .. }
-        | CoupaError::Malformed { .. }
-        | CoupaError::Redirect { .. }
-        | CoupaError::Clock(_) => StatusCode::BAD_GATEWAY,
-    }
-}
-
-/// A failed API call: its status and body.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-}
-
-impl ApiError {
-    fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            body: ErrorBody::own("invalid", message),
-        }
-    }
-}
-
-impl From<CoupaError> for ApiError {
-    fn from(e: CoupaError) -> ApiError {
-        let status = http_status(&e);
-        if status.is_server_error() {
-            warn!(kind = e.kind(), error = %e, "API action failed on Coupa's side");
-        }
-        ApiError {
-            status,
-            body: ErrorBody::from(&e),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, Json(ErrorEnvelope { error: self.body })).into_response()
-    }
-}
-
-type ApiResult<T = Json<Value>> = Result<T, ApiError>;
-
-// ---- request bodies of the named operations ----
-
-/// What the API routes share: the actions (over the daemon's one client,
-/// so rate limit and counters are shared with the pollers) and the token.
-pub struct ApiState {
-    actions: Actions,
-    /// The bearer token's digest; `/admin` routes check the same one.
-    pub(super) token: Arc<ApiToken>,
-}
-
-impl std::fmt::Debug for ApiState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiState").finish_non_exhaustive()
-    }
-}
-
-impl ApiState {
-    /// The API's state if `[api]` has a token, else `None` (logged: the
-    /// API is off).
-    pub fn from_settings(settings: &ApiSettings, client: CoupaClient) -> Option<Arc<ApiState>> {
-        let Some(token) = &settings.token else {
-            info!("actions API off: set [api] token or token_file to serve /v1");
-            return None;
-        };
-        info!("actions API on under /v1 (bearer token required)");
-        Some(Arc::new(ApiState {
-            actions: Actions::new(client),
-            token: Arc::new(ApiToken::new(token.expose_secret())),
-        }))
-    }
-}
-
-/// The `/v1` routes, each behind the token check.
-pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/objects/{object}", get(search).post(create))
-        .route("/v1/objects/{object}/{id}", get(get_one).put(update))
-        .route(
-            "/v1/objects/{object}/{id}/mark_exported",
-            post(mark_exported),
-        )
-        .route("/v1/objects/{object}/{id}/{action}", post(perform))
-        .route(
-            "/v1/suppliers/{supplier_id}/{object}",
-            get(search_nested).post(create_nested),
-        )
-        .route(
-            "/v1/suppliers/{supplier_id}/{object}/{id}",
-            get(get_nested).put(update_nested),
-        )
-        .route(
-            "/v1/suppliers/{supplier_id}/{object}/{id}/mark_exported",
-            post(mark_exported_nested),
-        )
-        .route(
-            "/v1/suppliers/{supplier_id}/{object}/{id}/{action}",
-            post(perform_nested),
-        )
-        .route("/v1/purchase_orders/{id}/close", post(close_po))
-        .route("/v1/purchase_orders/{id}/cancel", post(cancel_po))
-        .route("/v1/integration_runs", post(create_run))
-        .route("/v1/integration_runs/{id}/status", put(set_run_status))
-        .route("/v1/integration_errors", post(create_integration_error))
-        .route(
-            "/v1/integration_history_records",
-            post(create_integration_history_record),
-        )
-        .route("/v1/http", post(raw))
-        .layer(middleware::from_fn(audit))
-        .layer(middleware::from_fn_with_state(
-            state.token.clone(),
-            require_token,
-        ))
-        .with_state(state)
-}
-
-/// One log line per authenticated call (method, path, status, time), so
-/// writes made through the API can be traced; bodies are not logged.
-async fn audit(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let started = std::time::Instant::now();
-    let resp = next.run(req).await;
-    info!(
-        method = %method,
-        path = %path,
-        status = resp.status().as_u16(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "actions API call"
-    );
-    resp
-}
-
-// ---- argument helpers ----
-
-fn parse_id(what: &str, raw: &str) -> Result<u64, ApiError> {
+pub(super) fn parse_id(what: &str, raw: &str) -> Result<u64, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::invalid(format!("{what} `{raw}` is not a record id")))
 }
 
-fn nested(object: &str, supplier_id: &str) -> Result<Target, ApiError> {
+pub(super) fn nested(object: &str, supplier_id: &str) -> Result<Target, ApiError> {
     Ok(Target::nested(
         object,
         parse_id("supplier id", supplier_id)?,
@@ -229,7 +31,7 @@ fn nested(object: &str, supplier_id: &str) -> Result<Target, ApiError> {
 }
 
 /// A required JSON body.
-fn json_body(body: &Bytes) -> Result<Value, ApiError> {
+pub(super) fn json_body(body: &Bytes) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid("a JSON body is required"));
     }
@@ -237,7 +39,7 @@ fn json_body(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 /// An optional JSON body (empty means none).
-fn optional_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
+pub(super) fn optional_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -245,13 +47,13 @@ fn optional_body(body: &Bytes) -> Result<Option<Value>, ApiError> {
 }
 
 /// A required body of a named operation's type.
-fn typed_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub(super) fn typed_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let v = json_body(body)?;
     serde_json::from_value(v).map_err(|e| ApiError::invalid(format!("body: {e}")))
 }
 
 /// Splits a search query into `limit` and Coupa's filters, order kept.
-fn search_query(raw: Option<&str>) -> Result<(usize, Vec<(String, String)>), ApiError> {
+pub(super) fn search_query(raw: Option<&str>) -> Result<(usize, Vec<(String, String)>), ApiError> {
     let mut limit = None;
     let mut filters = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -271,7 +73,7 @@ fn search_query(raw: Option<&str>) -> Result<(usize, Vec<(String, String)>), Api
 }
 
 /// `?alert=true|false` on the integration error and history routes.
-fn alert_param(raw: Option<&str>) -> Result<bool, ApiError> {
+pub(super) fn alert_param(raw: Option<&str>) -> Result<bool, ApiError> {
     let mut alert = false;
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match (k.as_ref(), v.as_ref()) {
@@ -292,25 +94,15 @@ fn alert_param(raw: Option<&str>) -> Result<bool, ApiError> {
     Ok(alert)
 }
 
-fn record(r: crate::coupa::record::Record) -> Json<Value> {
+pub(super) fn record(r: crate::coupa::record::Record) -> Json<Value> {
     Json(Value::Object(r))
-}
-
-// ---- handlers ----
-
-/// The OpenAPI document of this API.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "This document", body = Object)))]
-
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
 }
 
 /// Records of an object matching the query's filters, as one JSON array
 /// streamed a page at a time. Errors before the first record get their
 /// status; a failure after records were sent aborts the response, leaving
 /// the array unterminated, so a partial list never passes for a whole one.
-async fn run_search(
+pub(super) async fn run_search(
     state: &ApiState,
     target: Target,
     query: Option<String>,
@@ -351,7 +143,7 @@ async fn run_search(
         (status = 422, description = "Coupa offers no search on this object", body = ErrorEnvelope),
     ))]
 
-async fn search(
+pub(super) async fn search(
     State(s): State<Arc<ApiState>>,
     Path(object): Path<String>,
     RawQuery(q): RawQuery,
@@ -373,7 +165,7 @@ async fn search(
         (status = 404, description = "No such supplier", body = ErrorEnvelope),
     ))]
 
-async fn search_nested(
+pub(super) async fn search_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object)): Path<(String, String)>,
     RawQuery(q): RawQuery,
@@ -389,7 +181,7 @@ async fn search_nested(
         (status = 404, description = "No such record", body = ErrorEnvelope),
     ))]
 
-async fn get_one(
+pub(super) async fn get_one(
     State(s): State<Arc<ApiState>>,
     Path((object, id)): Path<(String, String)>,
 ) -> ApiResult {
@@ -408,7 +200,7 @@ async fn get_one(
         (status = 404, description = "No such record under this supplier", body = ErrorEnvelope),
     ))]
 
-async fn get_nested(
+pub(super) async fn get_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id)): Path<(String, String, String)>,
 ) -> ApiResult {
@@ -426,7 +218,7 @@ async fn get_nested(
         (status = 422, description = "Coupa offers no create on this object", body = ErrorEnvelope),
     ))]
 
-async fn create(
+pub(super) async fn create(
     State(s): State<Arc<ApiState>>,
     Path(object): Path<String>,
     body: Bytes,
@@ -444,7 +236,7 @@ async fn create(
         (status = 400, description = "Coupa's validation errors", body = ErrorEnvelope),
     ))]
 
-async fn create_nested(
+pub(super) async fn create_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object)): Path<(String, String)>,
     body: Bytes,
@@ -465,7 +257,7 @@ async fn create_nested(
         (status = 422, description = "Coupa offers no update on this object", body = ErrorEnvelope),
     ))]
 
-async fn update(
+pub(super) async fn update(
     State(s): State<Arc<ApiState>>,
     Path((object, id)): Path<(String, String)>,
     body: Bytes,
@@ -483,7 +275,7 @@ async fn update(
     request_body(content = Object, description = "The fields to change"),
     responses((status = 200, description = "The record after the change", body = Object)))]
 
-async fn update_nested(
+pub(super) async fn update_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id)): Path<(String, String, String)>,
     body: Bytes,
@@ -499,7 +291,7 @@ async fn update_nested(
     params(("object" = String, Path), ("id" = u64, Path)),
     responses((status = 200, description = "The record, `exported` true", body = Object)))]
 
-async fn mark_exported(
+pub(super) async fn mark_exported(
     State(s): State<Arc<ApiState>>,
     Path((object, id)): Path<(String, String)>,
 ) -> ApiResult {
@@ -514,7 +306,7 @@ async fn mark_exported(
     params(("supplier_id" = u64, Path), ("object" = String, Path), ("id" = u64, Path)),
     responses((status = 200, description = "The record", body = Object)))]
 
-async fn mark_exported_nested(
+pub(super) async fn mark_exported_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id)): Path<(String, String, String)>,
 ) -> ApiResult {
@@ -535,7 +327,7 @@ async fn mark_exported_nested(
         (status = 422, description = "Coupa offers no such action on the object", body = ErrorEnvelope),
     ))]
 
-async fn perform(
+pub(super) async fn perform(
     State(s): State<Arc<ApiState>>,
     Path((object, id, action)): Path<(String, String, String)>,
     body: Bytes,
@@ -555,7 +347,7 @@ async fn perform(
     request_body(content = Option<Object>),
     responses((status = 200, description = "The record after the action", body = Object)))]
 
-async fn perform_nested(
+pub(super) async fn perform_nested(
     State(s): State<Arc<ApiState>>,
     Path((supplier_id, object, id, action)): Path<(String, String, String, String)>,
     body: Bytes,
@@ -579,7 +371,7 @@ async fn perform_nested(
         (status = 404, description = "No such PO", body = ErrorEnvelope),
     ))]
 
-async fn close_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn close_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
     Ok(record(
         s.actions.close_purchase_order(parse_id("id", &id)?).await?,
     ))
@@ -593,7 +385,7 @@ async fn close_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Api
         (status = 400, description = "Coupa refused the transition", body = ErrorEnvelope),
     ))]
 
-async fn cancel_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
+pub(super) async fn cancel_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> ApiResult {
     Ok(record(
         s.actions
             .cancel_purchase_order(parse_id("id", &id)?)
@@ -609,7 +401,7 @@ async fn cancel_po(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Ap
         (status = 400, description = "E.g. no integration has the code", body = ErrorEnvelope),
     ))]
 
-async fn create_run(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
+pub(super) async fn create_run(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     let req: CreateRunRequest = typed_body(&body)?;
     Ok(record(
         s.actions
@@ -627,7 +419,7 @@ async fn create_run(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
         (status = 400, description = "Coupa refused the transition, or an unknown status", body = ErrorEnvelope),
     ))]
 
-async fn set_run_status(
+pub(super) async fn set_run_status(
     State(s): State<Arc<ApiState>>,
     Path(id): Path<String>,
     body: Bytes,
@@ -651,7 +443,7 @@ async fn set_run_status(
         (status = 400, description = "Coupa's validation errors", body = ErrorEnvelope),
     ))]
 
-async fn create_integration_error(
+pub(super) async fn create_integration_error(
     State(s): State<Arc<ApiState>>,
     RawQuery(q): RawQuery,
     body: Bytes,
@@ -672,7 +464,7 @@ async fn create_integration_error(
         (status = 400, description = "Coupa's validation errors", body = ErrorEnvelope),
     ))]
 
-async fn create_integration_history_record(
+pub(super) async fn create_integration_history_record(
     State(s): State<Arc<ApiState>>,
     RawQuery(q): RawQuery,
     body: Bytes,
@@ -694,7 +486,7 @@ async fn create_integration_history_record(
         (status = 400, description = "A path outside /api/ or a method Coupa's API does not use", body = ErrorEnvelope),
     ))]
 
-async fn raw(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
+pub(super) async fn raw(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
     let req: RawRequest = typed_body(&body)?;
     let method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| ApiError::invalid(format!("`{}` is not an HTTP method", req.method)))?;
@@ -703,139 +495,4 @@ async fn raw(State(s): State<Arc<ApiState>>, body: Bytes) -> ApiResult {
             .raw(method, &req.path, &req.query, req.body.as_ref())
             .await?,
     ))
-}
-
-// ---- the OpenAPI document ----
-
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "coupa-changefeed actions API",
-        description = "Reads and writes Coupa through the daemon's client (its credentials, rate limit and retries). Every route needs `Authorization: Bearer <[api] token>`. Errors are `{\"error\": {kind, status, message, fields}}`: 400 invalid or Coupa validation (per field), 401 token, 404 not found, 422 refused (Coupa offers no such operation on the object), 502/503/504 Coupa failing, unreachable or timing out."
-    ),
-    paths(
-        openapi, search, create, get_one, update, mark_exported, perform,
-        search_nested, create_nested, get_nested, update_nested, mark_exported_nested, perform_nested,
-        close_po, cancel_po, create_run, set_run_status,
-        create_integration_error, create_integration_history_record, raw,
-    ),
-    components(schemas(
-        ErrorEnvelope, ErrorBody, FieldMessage, CreateRunRequest, RunStatusRequest,
-        IntegrationRecord, IntegrationResponse, RawRequest,
-    )),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
-)]
-
-pub struct ApiDoc;
-
-/// Adds the bearer security scheme the `security` requirement names.
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::coupa::objects::CATALOGUE;
-
-    #[test]
-    fn every_nested_object_lives_under_the_one_parent_routed() {
-        for spec in CATALOGUE {
-            if let Some(p) = spec.parent {
-                assert_eq!(
-                    p.object, PARENT,
-                    "{} needs a /v1/{}/... route",
-                    spec.name, p.object
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn status_follows_the_documented_mapping() {
-        let url = "http://x/api/y".to_string();
-        let cases = [
-            (CoupaError::Invalid("x".into()), 400),
-            (
-                CoupaError::Refused {
-                    object: "a".into(),
-                    operation: "b".into(),
-                    reason: "c".into(),
-                },
-                422,
-            ),
-            (CoupaError::NotFound { url: url.clone() }, 404),
-            (
-                CoupaError::Status {
-                    url: url.clone(),
-                    status: 500,
-                    snippet: String::new(),
-                },
-                502,
-            ),
-            (
-                CoupaError::Status {
-                    url: url.clone(),
-                    status: 409,
-                    snippet: String::new(),
-                },
-                409,
-            ),
-            (
-                CoupaError::RetriesExhausted {
-                    attempts: 3,
-                    last: Box::new(CoupaError::Status {
-                        url: url.clone(),
-                        status: 429,
-                        snippet: String::new(),
-                    }),
-                },
-                503,
-            ),
-            (
-                CoupaError::Transport {
-                    url: url.clone(),
-                    kind: TransportKind::Timeout,
-                    detail: String::new(),
-                },
-                504,
-            ),
-            (
-                CoupaError::Unauthorized {
-                    url,
-                    detail: String::new(),
-                },
-                502,
-            ),
-        ];
-        for (e, want) in cases {
-            assert_eq!(http_status(&e).as_u16(), want, "{e:?}");
-        }
-    }
-
-    #[test]
-    fn search_query_takes_limit_and_keeps_filters_in_order() {
-        let (limit, f) = search_query(Some("status%5Bin%5D=a,b&limit=5&x=1&x=2")).unwrap();
-        assert_eq!(limit, 5);
-        assert_eq!(
-            f,
-            [
-                ("status[in]".to_string(), "a,b".to_string()),
-                ("x".into(), "1".into()),
-                ("x".into(), "2".into())
-            ]
-        );
-        assert_eq!(search_query(None).unwrap().0, DEFAULT_LIMIT);
-        assert!(search_query(Some("limit=x")).is_err());
-        assert!(search_query(Some("limit=1&limit=2")).is_err());
-    }
 }
