@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use chrono::{SubsecRound, Utc};
 use coupa_changefeed::coupa::record;
-use coupa_changefeed::poller::{PollReport, Poller};
+use coupa_changefeed::poll::{PollReport, Poller};
 use coupa_changefeed::shutdown::{self, Shutdown};
 use coupa_sim::{SimHandle, Simulator};
 use serde_json::json;

@@ -21,7 +21,7 @@ use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record;
 use coupa_changefeed::delivery::Drain;
 use coupa_changefeed::event::{canonical_json, content_hash, ChangeEvent, ChangeKind, Origin};
-use coupa_changefeed::poller::Poller;
+use coupa_changefeed::poll::Poller;
 use coupa_changefeed::shutdown;
 use coupa_changefeed::sink::AnySink;
 use coupa_changefeed::store::{ObjectState, OutboxEntry, SeenEntry, Store};

@@ -13,47 +13,19 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::coupa::client::CoupaClient;
-use crate::delivery::{Drain, SinkStatus};
+use crate::delivery::Drain;
 use crate::metrics::Metrics;
-use crate::poller::{Backpressure, Poller, PollerStatus};
+use crate::poll::{Backpressure, Poller};
 use crate::shutdown::Shutdown;
 use crate::sink::AnySink;
 use crate::store::Store;
+
+pub use crate::status::Handles;
 
 /// How long a stopping poller may take to finish its page (at most
 /// `delivery.shutdown_timeout`): a SIGTERM must beat the supervisor's
 /// kill whatever Coupa is doing.
 const POLLER_GRACE: Duration = Duration::from_secs(5);
-
-/// Live handles of a running daemon, for status and tests.
-#[derive(Clone)]
-pub struct Handles {
-    pub store: Store,
-    pub client: CoupaClient,
-    pub pollers: BTreeMap<String, Arc<Mutex<PollerStatus>>>,
-    /// Filled when the daemon starts its sinks.
-    pub sinks: Arc<Mutex<BTreeMap<String, Arc<Mutex<SinkStatus>>>>>,
-    /// Each object's schedule (readiness allows 3 × its interval).
-    pub schedules: BTreeMap<String, crate::config::Schedule>,
-    /// Latency histograms.
-    pub metrics: Arc<Metrics>,
-    /// `[delivery] stuck_after`, for readiness.
-    pub stuck_after: Duration,
-    /// `[delivery] shutdown_timeout`: the sinks' last drain.
-    pub shutdown_timeout: Duration,
-    /// Set once shutdown begins (readiness turns false).
-    pub stopping: Arc<std::sync::atomic::AtomicBool>,
-    /// The actions API's state; `None` when `[api]` has no token (no `/v1` routes).
-    pub api: Option<Arc<crate::api::ApiState>>,
-    /// `[state] failure_timeout`: how long a failing store is tolerated.
-    pub failure_timeout: Duration,
-    /// `[server]`: connection limit and timeouts.
-    pub server: crate::config::ServerSettings,
-    /// Where the HTTP server listens (bound by [`build`], so port 0 works).
-    pub server_addr: Option<std::net::SocketAddr>,
-    /// The bound listener, taken by [`run_built`].
-    listener: Arc<Mutex<Option<std::net::TcpListener>>>,
-}
 
 /// Opens everything the settings name; fails with the culprit named.
 pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<AnySink>)> {
@@ -96,7 +68,6 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         .map(AnySink::from_settings)
         .collect::<Result<Vec<_>, _>>()?;
     let handles_latency = client.latency();
-    let api = crate::api::ApiState::from_settings(&settings.api, client.clone());
     let handles = Handles {
         store,
         client,
@@ -110,7 +81,7 @@ pub fn build(settings: &Settings) -> anyhow::Result<(Handles, Vec<Poller>, Vec<A
         stuck_after: settings.delivery.stuck_after,
         shutdown_timeout: settings.delivery.shutdown_timeout,
         stopping: Arc::default(),
-        api,
+        api: settings.api.clone(),
         failure_timeout: settings.state.failure_timeout,
         server: settings.server.clone(),
         server_addr,
@@ -150,13 +121,13 @@ pub async fn run_built(
         .unwrap_or_else(|p| p.into_inner())
         .take()
         .context("these handles were already run")?;
-    let server_state = crate::server::ServerState {
+    let server_state = crate::http::ServerState {
         handles: handles.clone(),
         started: std::time::Instant::now(),
     };
     // The server outlives the drain: health stays visible while stopping.
     let (server_stop, server_shutdown) = crate::shutdown::channel();
-    let server = tokio::spawn(crate::server::serve(
+    let server = tokio::spawn(crate::http::serve(
         tokio::net::TcpListener::from_std(listener)?,
         server_state,
         server_shutdown,

@@ -24,7 +24,7 @@
 //! - [`coupa::actions`]: the write-back actions (get, search, create,
 //!   update, PO close/cancel, integration runs and records, raw calls).
 //! - [`api`]: the actions over HTTP under `/v1` (bearer token, OpenAPI).
-//! - [`actions_cli`]: the actions as CLI commands, JSON in and out.
+//! - [`cli`]: the commands behind `main`; [`cli::actions`] the actions as CLI commands, JSON in and out.
 //! - [`admin`]: dead letters over HTTP (`/admin/dlq`), behind the API token.
 //! - [`app`]: assembles and stops the daemon; [`shutdown`] is the one
 //!   stop signal passed down to every task.
@@ -35,23 +35,22 @@
 //! [`coupa::record`]) and `coupa-sim` (the Coupa simulator used by tests,
 //! benches and [`demo`], and `verify`, the ground-truth checker).
 
-pub mod actions_cli;
-pub mod admin;
-pub mod api;
 pub mod app;
 pub mod backoff;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod coupa;
 pub mod delivery;
 pub mod demo;
 pub mod event;
+pub mod http;
 pub mod metrics;
-pub mod poller;
+pub mod poll;
 pub mod redact;
-pub mod server;
 pub mod shutdown;
 pub mod sink;
+pub mod status;
 pub mod store;
 
 /// The message a panic carried, if it was a string (what `panic!` makes).

@@ -17,7 +17,7 @@ use url::Url;
 
 use super::client::{display_url, endpoint, status_error, Failure, Inner, Received};
 use super::error::{CoupaError, MalformedKind};
-use crate::config::CoupaSettings;
+use crate::coupa::settings::CoupaSettings;
 use crate::redact::Secrets as Redactor;
 
 /// Coupa recommends minting a new token about every 20 h (tokens live 24 h).

@@ -25,7 +25,7 @@ use super::error::{
     field_errors, validation_messages, CoupaError, FieldError, MalformedKind, TransportKind,
 };
 use super::record::{self, Listed, Record, RejectReason, Rejected};
-use crate::config::CoupaSettings;
+use crate::coupa::settings::CoupaSettings;
 
 const USER_AGENT: &str = concat!("coupa-changefeed/", env!("CARGO_PKG_VERSION"));
 /// First backoff ceiling; doubles per attempt up to `max_backoff`.

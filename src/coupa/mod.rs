@@ -4,11 +4,13 @@
 
 pub mod actions;
 pub mod auth;
+pub mod body;
 pub mod client;
 pub mod clock;
 pub mod error;
 pub mod objects;
 pub mod record;
+pub mod settings;
 
 pub use actions::Actions;
 pub use client::{ClientStats, CoupaClient};

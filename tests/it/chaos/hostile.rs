@@ -22,7 +22,7 @@ use crate::support::{
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp, rfc3339, Stamp};
-use coupa_changefeed::poller::Poller;
+use coupa_changefeed::poll::Poller;
 use coupa_changefeed::shutdown;
 use coupa_changefeed::store::Store;
 use coupa_sim::verify::{verify, Received};
@@ -999,7 +999,7 @@ mod records {
         pages: Vec<Vec<u8>>,
         coupa: &str,
     ) -> (
-        Result<coupa_changefeed::poller::PollReport, coupa_changefeed::poller::PollError>,
+        Result<coupa_changefeed::poll::PollReport, coupa_changefeed::poll::PollError>,
         Vec<coupa_changefeed::store::OutboxEntry>,
         Vec<String>,
     ) {

@@ -3,7 +3,7 @@
 //! [`Outcome`].
 #![allow(dead_code)]
 
-use coupa_changefeed::api::ErrorEnvelope;
+use coupa_changefeed::coupa::body::ErrorEnvelope;
 
 use super::actions_cases::Outcome;
 

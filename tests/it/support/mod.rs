@@ -15,7 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use coupa_changefeed::config::Settings;
 use coupa_changefeed::coupa::client::CoupaClient;
 use coupa_changefeed::coupa::record::{self, parse_timestamp};
-use coupa_changefeed::poller::{PollReport, Poller};
+use coupa_changefeed::poll::{PollReport, Poller};
 use coupa_changefeed::shutdown::{self, Shutdown};
 use coupa_changefeed::store::Store;
 use coupa_sim::verify::{verify, Received};

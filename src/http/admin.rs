@@ -12,19 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::api::ApiState;
+use super::token::{require_token, ApiToken};
 use crate::store::{DeadLetter, Store};
-
-/// One dead letter as `dlq list --json` and `GET /admin/dlq` show it.
-pub fn dead_letter_json(d: &DeadLetter) -> Value {
-    let mut v = serde_json::to_value(d).unwrap_or_default();
-    v["object"] = d.entry.object.clone().into();
-    v["key"] = d.entry.key.clone().into();
-    v["event"] = d.entry.event_json();
-    v
-}
 
 /// Which dead letters a request is about.
 #[derive(Debug, Default, Deserialize)]
@@ -42,15 +33,12 @@ pub struct Selection {
 }
 
 /// The routes, behind the actions API's token check.
-pub fn router(api: Arc<ApiState>, store: Store) -> Router {
+pub fn router(token: Arc<ApiToken>, store: Store) -> Router {
     Router::new()
         .route("/admin/dlq", get(list))
         .route("/admin/dlq/replay", post(replay))
         .route("/admin/dlq/drop", post(drop_dead))
-        .layer(middleware::from_fn_with_state(
-            api,
-            crate::api::require_token,
-        ))
+        .layer(middleware::from_fn_with_state(token, require_token))
         .with_state(store)
 }
 
@@ -64,7 +52,7 @@ fn failed(e: impl std::fmt::Display) -> Response {
 
 async fn list(State(store): State<Store>, Query(sel): Query<Selection>) -> Response {
     match store.dead_letters(sel.sink.as_deref()) {
-        Ok(dead) => Json(dead.iter().map(dead_letter_json).collect::<Vec<_>>()).into_response(),
+        Ok(dead) => Json(dead.iter().map(DeadLetter::to_json).collect::<Vec<_>>()).into_response(),
         Err(e) => failed(e),
     }
 }

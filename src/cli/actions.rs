@@ -19,27 +19,18 @@
 //! never opens the state directory, so it runs beside a live daemon.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use futures_util::TryStreamExt;
 use serde_json::Value;
 
-use crate::api::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
+use super::ConfigArg;
 use crate::config::Settings;
 use crate::coupa::actions::{Actions, IntegrationRecord, Target};
+use crate::coupa::body::{ErrorBody, ErrorEnvelope, RunStatusRequest, DEFAULT_LIMIT};
 use crate::coupa::record::Record;
 use crate::coupa::{CoupaClient, CoupaError};
-
-/// Where the config comes from (every action command takes it).
-#[derive(Debug, Clone, Args)]
-pub struct ConfigArg {
-    /// TOML config; only `[coupa]` is read. Keys can be overridden as
-    /// COUPA_CHANGEFEED__COUPA__KEY.
-    #[arg(long, short, env = "COUPA_CHANGEFEED_CONFIG")]
-    pub config: Option<PathBuf>,
-}
 
 /// The action commands (flattened into the top-level commands).
 #[derive(Debug, Subcommand)]
