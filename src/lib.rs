@@ -44,6 +44,7 @@ pub mod demo;
 pub mod event;
 pub mod http;
 pub mod metrics;
+mod net;
 pub mod poll;
 pub mod redact;
 pub mod shutdown;

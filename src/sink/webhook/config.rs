@@ -125,7 +125,7 @@ impl WebhookConfig {
                 format!("{key}.url"),
                 format!(
                     "`{}` is not an http(s) URL with a host",
-                    redacted(&self.url)
+                    crate::redact::display_endpoint(&self.url)
                 ),
             ));
         }
@@ -227,14 +227,4 @@ pub(super) fn hidden_values(config: &WebhookConfig) -> Secrets {
         }
     }
     v
-}
-
-/// `scheme://host[:port]/path`: what logs and errors show of a URL (no
-/// user info, query or fragment).
-pub(super) fn redacted(url: &Url) -> String {
-    let mut s = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
-    if let Some(p) = url.port() {
-        s += &format!(":{p}");
-    }
-    s + url.path()
 }

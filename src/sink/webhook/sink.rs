@@ -4,15 +4,17 @@
 use std::hash::{Hash, Hasher};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest::header::{HeaderMap, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
 use tokio::time::Instant;
 use tracing::debug;
 use url::Url;
 
-use super::config::{hidden_values, redacted, WebhookConfig};
+use super::config::{hidden_values, WebhookConfig};
 use super::sign::{sign, HmacSha256};
 use crate::event::EventHead;
+use crate::net::{error_chain, retry_after};
+use crate::redact::display_endpoint;
 use crate::redact::Secrets;
 use crate::sink::{Outcome, RetryPolicy, Sink, SinkError};
 use crate::store::OutboxEntry;
@@ -51,7 +53,7 @@ impl WebhookSink {
         let checked = config
             .check(&format!("sinks.{name}"))
             .map_err(|e| SinkError::Permanent(e.to_string()))?;
-        let shown = redacted(&config.url);
+        let shown = display_endpoint(&config.url);
         let client = reqwest::Client::builder()
             .tls_backend_rustls()
             .user_agent(concat!("coupa-changefeed/", env!("CARGO_PKG_VERSION")))
@@ -65,7 +67,7 @@ impl WebhookSink {
             .map_err(|e| {
                 SinkError::Permanent(format!(
                     "sink `{name}`: cannot build the HTTP client for {shown}: {}",
-                    error_chain(e)
+                    error_chain(&e)
                 ))
             })?;
         debug!(sink = %name, url = %shown, secrets = checked.keys.len(), "webhook sink ready");
@@ -158,14 +160,14 @@ impl WebhookSink {
                 return done(Err(SinkError::Permanent(format!(
                     "POST {}: cannot build the request: {}",
                     self.shown,
-                    error_chain(e)
+                    error_chain(&e)
                 ))));
             }
             Err(e) => {
                 let what = if e.is_timeout() {
                     format!("no answer within {:?} (timeout)", self.timeout)
                 } else {
-                    error_chain(e)
+                    error_chain(&e)
                 };
                 debug!(sink = %self.name, url = %self.shown, event = %head.id, error = %what, "webhook not delivered");
                 return done(Err(SinkError::Transient(format!(
@@ -252,16 +254,6 @@ impl Sink for WebhookSink {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date.
-pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
 /// The start of a failing response's body, on one line, for the error,
 /// `hidden` values replaced before the cut. Reads no more than it needs
 /// (a receiver may send megabytes); a secret cut off by that read is
@@ -275,20 +267,4 @@ pub(super) async fn body_prefix(response: &mut reqwest::Response, hidden: &Secre
         }
     }
     hidden.excerpt(&String::from_utf8_lossy(&bytes), BODY_PREFIX_CHARS)
-}
-
-/// An error and its sources on one line, without reqwest's URL (it may
-/// carry a token in its query; we name the URL ourselves, redacted).
-pub(super) fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&dyn std::error::Error> = Some(&e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
