@@ -3,7 +3,8 @@
 //! escaped. [`Secrets`] finds each secret in any mix of raw, JSON-escaped
 //! (`\"`, `\\`, `\/`, `\uXXXX`), form-encoded (`+` for space) and
 //! percent-encoded (`%XX`, either case) characters and replaces it with
-//! [`MARK`]; [`display_url`] shows a URL without its user info. Imports
+//! [`MARK`]; [`display_url`] shows a URL without its user info,
+//! [`display_endpoint`] one without its query either. Imports
 //! nothing from the crate so every module can share it.
 
 use std::fmt;
@@ -137,6 +138,17 @@ pub fn display_url(url: &Url) -> String {
     let _ = u.set_username("");
     let _ = u.set_password(None);
     u.to_string()
+}
+
+/// `scheme://host[:port]/path`: what logs and errors show of an endpoint
+/// whose query may carry a token (a webhook URL): no user info, query or
+/// fragment.
+pub fn display_endpoint(url: &Url) -> String {
+    let mut s = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    if let Some(p) = url.port() {
+        s += &format!(":{p}");
+    }
+    s + url.path()
 }
 
 /// `%XX` sequences decoded (lossy UTF-8); other text as it is.

@@ -24,10 +24,11 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::client::{display_url, endpoint, CoupaClient, RetryPolicy};
+use super::client::{endpoint, CoupaClient, RetryPolicy};
 use super::error::{CoupaError, MalformedKind};
 use super::objects::{self, ObjectSpec};
 use super::record::{self, Record};
+use crate::redact::display_url;
 
 /// Coupa's hard page size.
 const PAGE_SIZE: usize = 50;

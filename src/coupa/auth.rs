@@ -15,9 +15,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
-use super::client::{display_url, endpoint, status_error, Failure, Inner, Received};
+use super::client::{endpoint, status_error, Failure, Inner, Received};
 use super::error::{CoupaError, MalformedKind};
 use crate::coupa::settings::CoupaSettings;
+use crate::redact::display_url;
 use crate::redact::Secrets as Redactor;
 
 /// Coupa recommends minting a new token about every 20 h (tokens live 24 h).

@@ -9,11 +9,11 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, DATE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, DATE, LOCATION};
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -26,6 +26,8 @@ use super::error::{
 };
 use super::record::{self, Listed, Record, RejectReason, Rejected};
 use crate::coupa::settings::CoupaSettings;
+use crate::net::{error_chain, http_date, retry_after};
+use crate::redact::display_url;
 
 const USER_AGENT: &str = concat!("coupa-changefeed/", env!("CARGO_PKG_VERSION"));
 /// First backoff ceiling; doubles per attempt up to `max_backoff`.
@@ -882,51 +884,6 @@ pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, CoupaError> {
         )));
     }
     Ok(url)
-}
-
-/// A URL for messages and logs: userinfo removed.
-pub(crate) fn display_url(url: &Url) -> String {
-    crate::redact::display_url(url)
-}
-
-/// `Retry-After` as delta-seconds or an HTTP-date (measured against the
-/// response's own `Date`, so a skewed host clock does not distort it);
-/// the caller caps it at `coupa.max_backoff`.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let d = match v.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at = httpdate::parse_http_date(v).ok()?;
-            let now = http_date(headers.get(DATE)).unwrap_or_else(SystemTime::now);
-            at.duration_since(now).unwrap_or_default()
-        }
-    };
-    Some(d)
-}
-
-fn http_date(v: Option<&HeaderValue>) -> Option<SystemTime> {
-    httpdate::parse_http_date(v?.to_str().ok()?).ok()
-}
-
-/// An error and its sources on one line, without reqwest's URL (we name
-/// the URL ourselves, redacted).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&dyn std::error::Error> = Some(e);
-    while let Some(err) = cur {
-        let mut s = err.to_string();
-        if let Some(url) = e.url() {
-            s = s
-                .replace(&format!(" for url ({url})"), "")
-                .replace(url.as_str(), "");
-        }
-        if !s.is_empty() && !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// The raw elements of a JSON array, split without parsing them (strings

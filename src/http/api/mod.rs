@@ -46,12 +46,6 @@ mod routes;
 #[cfg(test)]
 mod tests;
 
-pub use openapi::ApiDoc;
-
-/// The parent object nested objects are addressed under
-/// (`/v1/suppliers/{supplier_id}/{object}`); the catalogue has no other.
-pub const PARENT: &str = "suppliers";
-
 /// The HTTP status the API answers a failed action with (see the module
 /// documentation for the reasoning).
 pub fn http_status(e: &CoupaError) -> StatusCode {

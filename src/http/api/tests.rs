@@ -3,6 +3,10 @@ use super::*;
 use crate::coupa::body::DEFAULT_LIMIT;
 use crate::coupa::objects::CATALOGUE;
 
+/// The parent object nested objects are addressed under
+/// (`/v1/suppliers/{supplier_id}/{object}`); the catalogue has no other.
+const PARENT: &str = "suppliers";
+
 #[test]
 fn every_nested_object_lives_under_the_one_parent_routed() {
     for spec in CATALOGUE {
