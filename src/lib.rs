@@ -56,6 +56,7 @@ mod metrics;
 mod net;
 pub mod poll;
 pub mod redact;
+mod setting;
 pub mod shutdown;
 pub mod sink;
 mod status;

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::errors::{read_secret, ConfigError};
 use super::Settings;
+use crate::setting::{read_secret, ConfigError};
 
 /// Prefix of environment overrides: `COUPA_CHANGEFEED__COUPA__BASE_URL`.
 pub const ENV_PREFIX: &str = "COUPA_CHANGEFEED";

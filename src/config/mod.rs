@@ -5,7 +5,6 @@
 
 use serde::Deserialize;
 
-mod errors;
 mod load;
 mod plan;
 mod schedule;
@@ -14,14 +13,14 @@ mod shard;
 mod validation;
 
 use crate::coupa::settings::CoupaSettings;
-pub(crate) use errors::read_secret;
-pub use errors::{ConfigError, OneOrMany};
+pub use crate::setting::{ConfigError, OneOrMany};
+pub use crate::sink::SinkSettings;
 pub use load::ENV_PREFIX;
 pub use plan::{ObjectPlan, StartFrom};
 pub use schedule::Schedule;
 pub use sections::{
     ApiSettings, ClusterSettings, DeliverySettings, LogFormat, LogSettings, ObjectSettings,
-    PollSettings, ServerSettings, SinkSettings, StateSettings, MIN_API_TOKEN_CHARS,
+    PollSettings, ServerSettings, StateSettings, MIN_API_TOKEN_CHARS,
 };
 pub use shard::Shard;
 

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::errors::ConfigError;
 use super::schedule::Schedule;
 use super::sections::ObjectSettings;
 use super::shard::Shard;
 use super::Settings;
 use crate::coupa::objects::{self, ObjectSpec};
 use crate::coupa::record::parse_timestamp;
+use crate::setting::ConfigError;
 
 /// Where a new object's high-water mark starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,6 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::errors::ConfigError;
-
 /// `[api]`: the actions API under `/v1` on the server. Off unless a
 /// bearer token is configured; the token guards writes to Coupa, so it is
 /// a secret (redacted in `Debug`, never logged).
@@ -126,40 +124,6 @@ pub struct ObjectSettings {
     /// Coupa `fields=` selection (top-level names).
     #[serde(default)]
     pub fields: Vec<String>,
-}
-
-/// `[[sinks]]`: each sink type's settings live beside its code.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkSettings {
-    /// JSON Lines to a file or stdout.
-    File(crate::sink::file::FileConfig),
-    /// Signed HTTP POSTs (Standard Webhooks).
-    Webhook(crate::sink::webhook::WebhookConfig),
-    /// Kafka topics.
-    Kafka(crate::sink::kafka::KafkaConfig),
-}
-
-impl SinkSettings {
-    /// The sink's name: its cursor and dead letters are stored under it
-    /// (default: its type).
-    pub fn name(&self) -> String {
-        let (name, ty) = match self {
-            SinkSettings::File(c) => (&c.name, "file"),
-            SinkSettings::Webhook(c) => (&c.name, "webhook"),
-            SinkSettings::Kafka(c) => (&c.name, "kafka"),
-        };
-        name.clone().unwrap_or_else(|| ty.into())
-    }
-
-    /// Reads secret files and checks the values; `key` is `sinks[i]`.
-    pub(super) fn prepare(&mut self, key: &str) -> Result<(), ConfigError> {
-        match self {
-            SinkSettings::File(c) => c.prepare(key),
-            SinkSettings::Webhook(c) => c.prepare(key),
-            SinkSettings::Kafka(c) => c.prepare(key),
-        }
-    }
 }
 
 /// `[delivery]`: what all sinks share.
@@ -310,9 +274,11 @@ fn default_listen() -> std::net::SocketAddr {
     ([127, 0, 0, 1], 8080).into()
 }
 
-pub(super) fn default_sinks() -> Vec<SinkSettings> {
-    vec![SinkSettings::File(crate::sink::file::FileConfig {
-        name: None,
-        path: "-".into(),
-    })]
+pub(super) fn default_sinks() -> Vec<crate::sink::SinkSettings> {
+    vec![crate::sink::SinkSettings::File(
+        crate::sink::file::FileConfig {
+            name: None,
+            path: "-".into(),
+        },
+    )]
 }

@@ -1,10 +1,10 @@
 //! Validation: every check that names the key at fault.
 
-use super::errors::ConfigError;
 use super::plan::parse_start;
 use super::schedule::Schedule;
 use super::sections::MIN_API_TOKEN_CHARS;
 use super::Settings;
+use crate::setting::ConfigError;
 
 impl Settings {
     /// The `[coupa]` checks: all the action commands need.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{same_for_all, Outcome, RetryPolicy, Sink, SinkError};
-use crate::config::ConfigError;
+use crate::setting::ConfigError;
 use crate::store::OutboxEntry;
 
 /// `[[sinks]] type = "file"`.

@@ -6,12 +6,45 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::config::SinkSettings;
 use crate::store::OutboxEntry;
 
 pub mod file;
 pub mod kafka;
 pub mod webhook;
+
+/// `[[sinks]]`: each sink type's settings live beside its code.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkSettings {
+    /// JSON Lines to a file or stdout.
+    File(file::FileConfig),
+    /// Signed HTTP POSTs (Standard Webhooks).
+    Webhook(webhook::WebhookConfig),
+    /// Kafka topics.
+    Kafka(kafka::KafkaConfig),
+}
+
+impl SinkSettings {
+    /// The sink's name: its cursor and dead letters are stored under it
+    /// (default: its type).
+    pub fn name(&self) -> String {
+        let (name, ty) = match self {
+            SinkSettings::File(c) => (&c.name, "file"),
+            SinkSettings::Webhook(c) => (&c.name, "webhook"),
+            SinkSettings::Kafka(c) => (&c.name, "kafka"),
+        };
+        name.clone().unwrap_or_else(|| ty.into())
+    }
+
+    /// Reads secret files and checks the values; `key` is `sinks[i]`.
+    pub(crate) fn prepare(&mut self, key: &str) -> Result<(), crate::setting::ConfigError> {
+        match self {
+            SinkSettings::File(c) => c.prepare(key),
+            SinkSettings::Webhook(c) => c.prepare(key),
+            SinkSettings::Kafka(c) => c.prepare(key),
+        }
+    }
+}
 
 /// Why a delivery failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

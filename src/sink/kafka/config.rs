@@ -9,7 +9,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, OneOrMany};
+use crate::setting::{ConfigError, OneOrMany};
 
 /// Default `message.timeout.ms`: librdkafka's 5 min would hide a broker
 /// outage from `delivery` for that long; 30 s surfaces it as transient.

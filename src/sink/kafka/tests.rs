@@ -4,7 +4,7 @@ use super::config::{
     default_max_backoff, default_max_retry_age, default_topic, redact, topic_for, KafkaConfig,
 };
 use super::sink::KafkaSink;
-use crate::config::{ConfigError, OneOrMany};
+use crate::setting::{ConfigError, OneOrMany};
 use crate::sink::{RetryPolicy, Sink, SinkError};
 
 fn config(props: &[(&str, &str)]) -> KafkaConfig {

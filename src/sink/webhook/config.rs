@@ -11,8 +11,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::sign::{signing_key, HmacSha256, SECRET_PREFIX};
-use crate::config::{ConfigError, OneOrMany};
 use crate::redact::Secrets;
+use crate::setting::{ConfigError, OneOrMany};
 
 /// `[[sinks]] type = "webhook"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,7 +90,7 @@ impl WebhookConfig {
                     "give `secret` or `secret_file`, not both",
                 ));
             }
-            let text = crate::config::read_secret(&file_key, &path)?;
+            let text = crate::setting::read_secret(&file_key, &path)?;
             let mut secrets = Vec::new();
             for (n, line) in text.expose_secret().lines().enumerate() {
                 let line = line.trim();

@@ -1,6 +1,7 @@
-//! The leaf of the config: [`ConfigError`] and the value helpers every
-//! settings section shares (the sinks' too): [`OneOrMany`] and
-//! [`read_secret`]. Imports nothing from the crate, so anything may use it.
+//! What every settings section shares, the sinks' too: the key-named
+//! [`ConfigError`], [`OneOrMany`] and [`read_secret`]. A leaf below both
+//! `config` and `sink` (imports nothing from the crate), so `config` can
+//! name the sink settings without the sinks importing `config` back.
 
 use std::path::Path;
 
