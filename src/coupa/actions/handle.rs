@@ -4,8 +4,9 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::coupa::client::{endpoint, CoupaClient, RetryPolicy};
+use crate::coupa::client::CoupaClient;
 use crate::coupa::error::{CoupaError, MalformedKind};
+use crate::coupa::exchange::{endpoint, RetryPolicy};
 use crate::coupa::record::Record;
 use crate::redact::display_url;
 

@@ -8,7 +8,7 @@
 //! (coupa-api.md §6); bounded, streaming search paging. Every call goes
 //! through the one [`CoupaClient`] (same auth, rate limit and counters);
 //! reads retry like the poller's, writes only where Coupa cannot have
-//! acted (see `RetryPolicy::Write` in client.rs).
+//! acted (see `RetryPolicy::Write` in exchange.rs).
 //!
 //! Records go in and come out as Coupa shapes them: bodies are sent as
 //! given and responses returned untouched, so custom fields travel in

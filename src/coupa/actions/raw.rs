@@ -5,8 +5,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use super::Actions;
-use crate::coupa::client::{endpoint, RetryPolicy};
 use crate::coupa::error::CoupaError;
+use crate::coupa::exchange::{endpoint, RetryPolicy};
 
 impl Actions {
     /// Any call under `/api/` the named actions do not cover. `GET`

@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use super::target::{resolve, Op, Target};
 use super::Actions;
-use crate::coupa::client::{endpoint, CoupaClient, RetryPolicy};
+use crate::coupa::client::CoupaClient;
 use crate::coupa::error::{CoupaError, MalformedKind};
+use crate::coupa::exchange::{endpoint, RetryPolicy};
 use crate::coupa::record::{self, Record};
 use crate::redact::display_url;
 
