@@ -2,7 +2,7 @@
 //! client-credentials token that is minted, cached, re-minted before expiry
 //! and invalidated on a 401. Owns the token endpoint's protocol and its
 //! error messages, and the redaction of every secret it knows from text.
-//! Sending, pacing and retrying belong to `client.rs`; this module never
+//! Sending, pacing and retrying belong to `exchange.rs`; this module never
 //! logs or formats a secret.
 
 use std::fmt;
@@ -15,8 +15,10 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
-use super::client::{endpoint, status_error, Failure, Inner, Received};
+use super::client::Inner;
 use super::error::{CoupaError, MalformedKind};
+use super::exchange::{endpoint, Failure, Received};
+use super::response::status_error;
 use crate::coupa::settings::CoupaSettings;
 use crate::redact::display_url;
 use crate::redact::Secrets as Redactor;

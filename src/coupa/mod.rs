@@ -8,8 +8,10 @@ pub mod body;
 pub mod client;
 pub mod clock;
 pub mod error;
+mod exchange;
 pub mod objects;
 pub mod record;
+mod response;
 pub mod settings;
 
 pub use actions::Actions;

@@ -415,7 +415,7 @@ fn oauth_sim(scopes: Option<&[&str]>) -> SimConfig {
 const OAUTH_SECRET: &str = "oauth-secret-rel-5a1f";
 
 /// Coupa's clock-settle after a re-mint: a 401 holds its poll this long
-/// (`coupa::client::FRESH_TOKEN_SETTLE`).
+/// (`coupa::exchange::FRESH_TOKEN_SETTLE`).
 const FRESH_TOKEN_SETTLE: Duration = Duration::from_secs(5);
 
 /// Tokens revoked mid-run, then a stretch of 401s: the client re-mints,
