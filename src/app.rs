@@ -115,10 +115,7 @@ pub async fn run_built(
     info!(objects = pollers.len(), sinks = names.len(), state = %store.dir().display(), "daemon started");
     // Tasks listen to an inner signal: the outer one, or a task's failure.
     let (stop, inner) = crate::shutdown::channel();
-    let listener = handles
-        .listener
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+    let listener = crate::sync::lock(&handles.listener)
         .take()
         .context("these handles were already run")?;
     let server_state = crate::http::ServerState {
@@ -143,11 +140,7 @@ pub async fn run_built(
     for s in sinks {
         let drain =
             Drain::new(s, store.clone(), names.clone()).with_metrics(handles.metrics.clone());
-        handles
-            .sinks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(drain.name().to_string(), drain.status());
+        crate::sync::lock(&handles.sinks).insert(drain.name().to_string(), drain.status());
         let span = tracing::info_span!("sink", sink = %drain.name());
         sink_tasks.spawn(tracing::Instrument::instrument(
             drain.run(inner.clone()),

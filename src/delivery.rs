@@ -162,7 +162,7 @@ impl<S: Sink> Drain<S> {
                     "events {}..={} were released while this sink was not configured and will not reach it; `coupa-changefeed state reset-sink {} --to oldest` acknowledges the gap",
                     m.from, m.to, self.name
                 );
-                self.status.lock().unwrap_or_else(|p| p.into_inner()).missed = Some(m);
+                crate::sync::lock(&self.status).missed = Some(m);
             }
             Ok(None) => {}
             Err(e) => warn!(sink = %self.name, error = %e, "cannot check the sink's cursor"),
@@ -301,7 +301,7 @@ impl<S: Sink> Drain<S> {
                 }
             }
             {
-                let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+                let mut st = crate::sync::lock(&self.status);
                 st.delivered += delivered;
                 st.superseded += superseded;
                 st.retries += retry.len() as u64;

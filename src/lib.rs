@@ -61,6 +61,7 @@ pub mod shutdown;
 pub mod sink;
 mod status;
 pub mod store;
+mod sync;
 
 /// The message a panic carried, if it was a string (what `panic!` makes).
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {

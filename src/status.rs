@@ -199,7 +199,7 @@ pub fn snapshot(h: &Handles, started: Instant) -> Snapshot {
     };
     let mut objects = Vec::new();
     for (name, status) in &h.pollers {
-        let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let st = crate::sync::lock(status).clone();
         let os = stored.get(name).cloned().unwrap_or_default();
         let schedule = h.schedules.get(name);
         // Since the last success, or since start for a poller yet to succeed.
@@ -281,9 +281,9 @@ pub fn snapshot(h: &Handles, started: Instant) -> Snapshot {
         });
     }
     let mut sinks = Vec::new();
-    let statuses = h.sinks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let statuses = crate::sync::lock(&h.sinks).clone();
     for (name, status) in statuses {
-        let st = status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let st = crate::sync::lock(&status).clone();
         let stuck_after = st
             .retry_budget
             .map_or(h.stuck_after, |b| b.min(h.stuck_after));

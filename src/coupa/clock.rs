@@ -73,7 +73,7 @@ impl Clock {
     /// Takes one `Date` header value, received at host time `host`.
     pub fn observe(&self, date: DateTime<Utc>, host: DateTime<Utc>) -> Observed {
         let sample = (date - host).num_milliseconds();
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = crate::sync::lock(&self.state);
         let Some(offset) = s.offset_ms else {
             push(&mut s.recent, sample);
             let agreeing: Vec<i64> = s
@@ -131,7 +131,7 @@ impl Clock {
 
     /// Coupa − host, once several responses agreed on it.
     pub fn offset(&self) -> Option<chrono::Duration> {
-        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = crate::sync::lock(&self.state);
         s.offset_ms.map(chrono::Duration::milliseconds)
     }
 

@@ -6,7 +6,6 @@
 //! included, goes through [`Inner::exchange`].
 
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -324,12 +323,12 @@ impl Inner {
     }
 
     fn paused_until(&self) -> Option<Instant> {
-        lock(&self.pause_until).filter(|t| *t > Instant::now())
+        crate::sync::lock(&self.pause_until).filter(|t| *t > Instant::now())
     }
 
     fn pause_all(&self, delay: Duration) {
         let until = Instant::now() + delay;
-        let mut p = lock(&self.pause_until);
+        let mut p = crate::sync::lock(&self.pause_until);
         if p.is_none_or(|t| t < until) {
             *p = Some(until);
         }
@@ -389,9 +388,4 @@ pub(crate) fn endpoint(base: &Url, path: &str) -> Result<Url, CoupaError> {
         )));
     }
     Ok(url)
-}
-
-/// Locks a std mutex, ignoring poisoning (the data are plain values).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

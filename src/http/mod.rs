@@ -77,7 +77,7 @@ pub async fn serve(
             evict: tokio::sync::Notify::new(),
         });
         {
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            let mut open = crate::sync::lock(&open);
             while open.len() >= limits.max_connections {
                 let victim = open
                     .iter()
@@ -202,7 +202,7 @@ async fn serve_one(
             }
         }
     }
-    open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    crate::sync::lock(&open).remove(&id);
 }
 
 /// A socket that notes when bytes last moved (for the idle timeout).

@@ -254,7 +254,7 @@ impl Poller {
             });
             info!(object = %self.plan.name, percent = p.percent, slices_done = p.slices_done, slices = p.slices, records = p.records, eta = %eta, "backfill progress");
         }
-        self.status.lock().expect("status lock").backfill = progress;
+        crate::sync::lock(&self.status).backfill = progress;
         Ok(())
     }
 

@@ -73,19 +73,9 @@ impl PollError {
     /// A short label for metrics: what failed, not which record.
     pub fn kind(&self) -> &'static str {
         match self {
-            PollError::Coupa { source, .. } => match source {
-                CoupaError::Config(_) => "config",
-                CoupaError::Unauthorized { .. } | CoupaError::InvalidScope { .. } => "auth",
-                CoupaError::Forbidden { .. } => "forbidden",
-                CoupaError::NotFound { .. } => "not_found",
-                CoupaError::Validation { .. } => "validation",
-                CoupaError::Status { .. } => "status",
-                CoupaError::Transport { .. } => "transport",
-                CoupaError::Malformed { .. } => "malformed",
-                CoupaError::RetriesExhausted { .. } => "retries_exhausted",
-                CoupaError::Clock(_) => "clock",
-                _ => "other",
-            },
+            // One vocabulary with the actions API and the CLI: the
+            // Coupa error's own kind (a spent retry budget by its cause).
+            PollError::Coupa { source, .. } => source.kind(),
             PollError::Store { .. } => "store",
             PollError::Protocol { .. } => "protocol",
         }
@@ -156,7 +146,7 @@ impl Poller {
             if backlog < gate.max_backlog {
                 if paused {
                     info!(object = %self.plan.name, backlog, "sinks caught up; polling resumes");
-                    self.status.lock().expect("status lock").paused = None;
+                    crate::sync::lock(&self.status).paused = None;
                 }
                 return true;
             }
@@ -166,7 +156,7 @@ impl Poller {
                     gate.max_backlog
                 );
                 warn!(object = %self.plan.name, "{why}; polling paused until sinks catch up");
-                self.status.lock().expect("status lock").paused = Some(why);
+                crate::sync::lock(&self.status).paused = Some(why);
                 paused = true;
             }
             let mut stop = shutdown.clone();
@@ -247,7 +237,7 @@ impl Poller {
     }
 
     fn record(&self, outcome: &Result<PollReport, PollError>) {
-        let mut s = self.status.lock().expect("status lock");
+        let mut s = crate::sync::lock(&self.status);
         let now = Utc::now();
         s.polls += 1;
         s.last_poll = Some(now);
@@ -304,9 +294,7 @@ impl Poller {
                 }
             }
             Some(parent) => {
-                self.status
-                    .lock()
-                    .expect("status lock")
+                crate::sync::lock(&self.status)
                     .walk
                     .started
                     .get_or_insert_with(Utc::now);
@@ -321,7 +309,7 @@ impl Poller {
         if done {
             self.complete_window(&mut state, &window).await?;
             report.window_complete = true;
-            let mut st = self.status.lock().expect("status lock");
+            let mut st = crate::sync::lock(&self.status);
             if let Some(started) = st.walk.started.take() {
                 let took = (Utc::now() - started).num_milliseconds() as f64 / 1000.0;
                 st.walk.last_cycle_seconds = Some(took);

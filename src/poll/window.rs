@@ -77,7 +77,7 @@ impl Poller {
                 self.plan.name
             )
         });
-        let mut st = self.status.lock().expect("status lock");
+        let mut st = crate::sync::lock(&self.status);
         if problem.is_some() && st.problem != problem {
             warn!(object = %self.plan.name, problem = problem.as_deref().unwrap_or_default(), "cannot poll");
         }
@@ -164,7 +164,7 @@ impl Poller {
         }
         state.hwm = Some(window.hi);
         state.window = None;
-        self.status.lock().expect("status lock").backfill = None;
+        crate::sync::lock(&self.status).backfill = None;
         self.store
             .put_object_state(&self.plan.name, state)
             .await

@@ -308,17 +308,13 @@ impl Store {
 
     /// The store's standing write failure, if any.
     pub fn failure(&self) -> Option<StoreFailure> {
-        self.inner
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::lock(&self.inner.failure).clone()
     }
 
     /// Records a write's outcome: the first failure starts the clock, a
     /// success stops it.
     fn note<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
-        let mut f = self.inner.failure.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = crate::sync::lock(&self.inner.failure);
         match &r {
             Ok(_) => *f = None,
             Err(e) if f.is_none() => {

@@ -37,7 +37,7 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(sink = %self.sink, "librdkafka: {error}: {reason}");
-        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::sync::lock(&self.last_error);
         // "All brokers down" follows the error that says why: keep that one.
         let summary = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
         if !summary || last.is_none() {

@@ -124,7 +124,7 @@ impl KafkaSink {
         match e.rdkafka_error_code() {
             Some(RDKafkaErrorCode::MessageTimedOut) => {
                 self.stale.store(true, Ordering::Relaxed);
-                let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+                let last = crate::sync::lock(&self.last_error);
                 match last.as_deref() {
                     Some(why) => SinkError::Transient(format!(
                         "{at}: {e}; last broker error: {}",
@@ -298,7 +298,7 @@ impl Sink for KafkaSink {
         self.renew_producer_if_needed();
         if outcomes.iter().any(|o| matches!(o, Some(Ok(())))) {
             // The cluster works again: old errors explain nothing now.
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *crate::sync::lock(&self.last_error) = None;
         }
 
         // An event acked after an earlier one of its key failed is resent
