@@ -173,6 +173,18 @@ impl CoupaClient {
         let mut base = settings.base_url.clone();
         base.set_query(None);
         base.set_fragment(None);
+        // reqwest turns URL user info into a Basic `Authorization` header,
+        // which beside OAuth's Bearer header makes two: Coupa rejects the
+        // request. With OAuth the user info has no use, so it is dropped.
+        let has_userinfo = !base.username().is_empty() || base.password().is_some();
+        if has_userinfo && matches!(auth, Auth::OAuth(_)) {
+            tracing::warn!(
+                base_url = %crate::redact::display_url(&base),
+                "coupa.base_url carries user info, which [coupa.oauth] does not use; ignoring it"
+            );
+            let _ = base.set_username("");
+            let _ = base.set_password(None);
+        }
         Ok(CoupaClient {
             inner: Arc::new(Inner {
                 http,

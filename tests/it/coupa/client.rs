@@ -333,6 +333,23 @@ async fn oauth_token_minted_once_and_shared_by_concurrent_callers() {
     assert!(c.stats().requests >= 7);
 }
 
+/// User info in `base_url` would make reqwest add a Basic `Authorization`
+/// header beside the Bearer one: two headers, and Coupa refuses the call.
+/// With OAuth it is ignored: every request carries exactly the Bearer token.
+#[tokio::test]
+async fn oauth_ignores_user_info_in_base_url() {
+    let srv = oauth_server(None, 86399, Duration::ZERO, ok_for("tok-1")).await;
+    let mut with_userinfo = srv.url.clone();
+    with_userinfo.set_username("svc").unwrap();
+    with_userinfo.set_password(Some("url-pass-1234")).unwrap();
+    let c = client(&oauth_settings(&with_userinfo, &[]));
+    assert_eq!(c.list("/api/users", &[]).await.unwrap().len(), 2);
+    for h in srv.hits.lock().unwrap().iter() {
+        let auth: Vec<_> = h.headers.get_all("authorization").iter().collect();
+        assert_eq!(auth, ["Bearer tok-1"], "{}", h.uri);
+    }
+}
+
 #[tokio::test]
 async fn oauth_scope_omitted_when_none_configured() {
     let srv = oauth_server(None, 86399, Duration::ZERO, ok_for("tok-1")).await;
