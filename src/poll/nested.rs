@@ -4,7 +4,7 @@
 use tracing::warn;
 
 use super::backfill::Shared;
-use super::page::{listed_ids, ListCursor, OffsetStep, Slot};
+use super::page::{listed_ids, ListCursor, OffsetStep, OffsetWalk, Slot};
 use super::{PollError, Poller};
 use crate::coupa::error::CoupaError;
 use crate::coupa::objects;
@@ -30,9 +30,7 @@ impl Poller {
         // resumed window refetches them after `parents_done`.
         let mut queue = std::collections::VecDeque::new();
         let mut visited = 0u32;
-        // Offset walk: shifted pages in a row, and the previous page's ids.
-        let mut parent_misses = 0u32;
-        let mut previous_parents: Option<Vec<u64>> = None;
+        let mut walk = OffsetWalk::default();
         loop {
             let (parent, done) = {
                 let mut sh = shared.lock().await;
@@ -132,28 +130,18 @@ impl Poller {
                 continue;
             };
             match self
-                .offset_step(&parents, k, done, parent_misses)
+                .offset_step(&mut walk, &parents, k, done)
                 .map_err(protocol)?
             {
                 OffsetStep::End => return Ok(true),
                 OffsetStep::Shifted { retry } => {
-                    parent_misses += 1;
                     sh.window().parent_offset = Some(retry);
                 }
                 OffsetStep::Read { next, end, .. } => {
-                    parent_misses = 0;
-                    let ids: Vec<u64> = listed_ids(&parents);
-                    if k > 0 && previous_parents.as_ref() == Some(&ids) {
-                        return Err(protocol(format!(
-                            "the server ignores both `id[gt]` and `offset` (the same page at offset {k})"
-                        )));
-                    }
-                    let fresh: Vec<u64> = ids
-                        .iter()
-                        .copied()
+                    let fresh: Vec<u64> = listed_ids(&parents)
+                        .into_iter()
                         .filter(|id| done.is_none_or(|d| *id > d))
                         .collect();
-                    previous_parents = Some(ids);
                     if fresh.is_empty() && end {
                         return Ok(true);
                     }

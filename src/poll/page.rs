@@ -43,6 +43,15 @@ pub(super) enum OffsetStep {
     End,
 }
 
+/// What one offset-mode walk remembers between its requests.
+#[derive(Debug, Default)]
+pub(super) struct OffsetWalk {
+    /// Shifted pages in a row: each retry reaches twice as far back.
+    misses: u32,
+    /// The last counted page's ids.
+    previous: Option<Vec<u64>>,
+}
+
 /// One list a window pages: the path and the events' origin.
 pub(super) struct ListCursor {
     pub(super) path: String,
@@ -140,11 +149,7 @@ impl Poller {
         shutdown: &Shutdown,
         wake: Option<&tokio::sync::Notify>,
     ) -> Result<bool, PollError> {
-        // Offset mode: the previous page's ids, to catch a server that
-        // ignores `offset` as well (it would serve the same page forever).
-        let mut previous: Option<Vec<u64>> = None;
-        // Offset mode: requests in a row that found the window shifted.
-        let mut misses = 0u32;
+        let mut walk = OffsetWalk::default();
         // This call read a page by id: an empty page after it shows the
         // server honours `id[gt]` (one ignoring it repeats that page).
         let mut paged_by_id = false;
@@ -206,30 +211,20 @@ impl Poller {
                     }
                 },
                 Some(k) => {
-                    let step = self
-                        .offset_step(&page, k, pos.last_id, misses)
-                        .map_err(|why| PollError::Protocol {
-                            object: self.plan.name.clone(),
-                            detail: format!("{} cannot be paged by offset: {why}", list.path),
-                        })?;
+                    let step =
+                        self.offset_step(&mut walk, &page, k, pos.last_id)
+                            .map_err(|why| PollError::Protocol {
+                                object: self.plan.name.clone(),
+                                detail: format!("{} cannot be paged by offset: {why}", list.path),
+                            })?;
                     match step {
                         OffsetStep::Shifted { retry } => {
-                            misses += 1;
                             debug!(object = %self.plan.name, path = %list.path, offset = k, retry, "records left the window before this offset; re-reading from a smaller one");
                             sh.advance(slot, pos.last_id, Some(retry));
                             continue;
                         }
                         OffsetStep::End => return Ok(true),
                         OffsetStep::Read { max_id, next, end } => {
-                            let ids: Vec<u64> = listed_ids(&page);
-                            if k > 0 && previous.as_ref() == Some(&ids) {
-                                return Err(PollError::Protocol {
-                                    object: self.plan.name.clone(),
-                                    detail: format!("{} ignores both `id[gt]` and `offset` (the same page at offset {k}); cannot page it", list.path),
-                                });
-                            }
-                            previous = Some(ids);
-                            misses = 0;
                             last = end;
                             sh.advance(slot, Some(max_id), Some(next));
                         }
@@ -326,12 +321,16 @@ impl Poller {
     /// u64 hold their place in the server's order, so offsets count them;
     /// a page whose first element has no numeric id cannot show its anchor
     /// and is taken as anchored.
+    ///
+    /// `walk` carries what one walk remembers between requests; a counted
+    /// page identical to the previous one means the server ignores
+    /// `offset` as well (it would serve that page forever): an error.
     pub(super) fn offset_step(
         &self,
+        walk: &mut OffsetWalk,
         page: &[Listed],
         k: u64,
         read: Option<u64>,
-        misses: u32,
     ) -> Result<OffsetStep, String> {
         let ids = listed_ids(page);
         if ids.windows(2).any(|w| w[0] > w[1]) {
@@ -343,7 +342,8 @@ impl Poller {
         let anchored =
             k == 0 || first_rejected || ids.first().is_some_and(|&f| read.is_some_and(|r| f <= r));
         if !anchored {
-            let back = u64::from(self.plan.page_size.max(1)) << misses.min(32);
+            let back = u64::from(self.plan.page_size.max(1)) << walk.misses.min(32);
+            walk.misses += 1;
             return Ok(OffsetStep::Shifted {
                 retry: k.saturating_sub(back),
             });
@@ -352,6 +352,13 @@ impl Poller {
             return Ok(OffsetStep::End);
         }
         let max = ids.last().copied().max(read).unwrap_or(0);
+        if k > 0 && walk.previous.as_ref() == Some(&ids) {
+            return Err(format!(
+                "the server ignores both `id[gt]` and `offset` (the same page at offset {k})"
+            ));
+        }
+        walk.previous = Some(ids);
+        walk.misses = 0;
         Ok(OffsetStep::Read {
             max_id: max,
             next: k + page.len() as u64 - 1,
