@@ -17,6 +17,27 @@ fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
         .to_string()
 }
 
+/// `n` purchase orders an hour old (ten a second) on a server that ignores
+/// `id[gt]`, with the clock moved past `settle`. Only the first window
+/// reads them (no lookback rescue), so a record skipped there would be
+/// lost for good.
+fn hour_old_pos_without_id_gt(rig: &Rig, n: i64) {
+    let old = rig.sim.now().trunc_subsecs(0) - chrono::Duration::hours(1);
+    for i in 0..n {
+        let t = stamp(old + chrono::Duration::seconds(i / 10));
+        rig.sim
+            .create("purchase_orders", json!({"created-at": t, "updated-at": t}));
+    }
+    rig.sim.inject(FaultRule {
+        fault: Fault::IgnoreParams {
+            names: vec!["id[gt]".into()],
+        },
+        times: usize::MAX,
+        path_contains: None,
+    });
+    rig.sim.set_clock_offset(chrono::Duration::seconds(5));
+}
+
 #[tokio::test]
 async fn many_records_sharing_one_second_across_pages() {
     let rig = Rig::new(sim_config(), &["purchase_orders"]).await;
@@ -436,22 +457,7 @@ async fn a_server_ignoring_id_gt_is_paged_by_offset_with_overlap() {
     let mut cfg = sim_config();
     cfg.latency = Duration::from_millis(10);
     let rig = Rig::new(cfg, &["purchase_orders"]).await;
-    // An hour old: only the first window reads them (no lookback rescue),
-    // so a record skipped there would be lost for good.
-    let old = rig.sim.now().trunc_subsecs(0) - chrono::Duration::hours(1);
-    for i in 0..300 {
-        let t = stamp(old + chrono::Duration::seconds(i / 10));
-        rig.sim
-            .create("purchase_orders", json!({"created-at": t, "updated-at": t}));
-    }
-    rig.sim.inject(FaultRule {
-        fault: Fault::IgnoreParams {
-            names: vec!["id[gt]".into()],
-        },
-        times: usize::MAX,
-        path_contains: None,
-    });
-    rig.sim.set_clock_offset(chrono::Duration::seconds(5));
+    hour_old_pos_without_id_gt(&rig, 300);
     // Records leave the window while it is paged by offset: three edits
     // after each request the simulator sees, so fewer departures between
     // two page requests than the overlap, however loaded the machine is.
@@ -513,22 +519,7 @@ async fn offset_fallback_survives_a_burst_larger_than_a_page_and_returns_to_id_p
         "backfill_concurrency = 1",
     )
     .await;
-    // An hour old: only the first window reads them, so a record skipped
-    // there would be lost for good.
-    let old = rig.sim.now().trunc_subsecs(0) - chrono::Duration::hours(1);
-    for i in 0..200 {
-        let t = stamp(old + chrono::Duration::seconds(i / 10));
-        rig.sim
-            .create("purchase_orders", json!({"created-at": t, "updated-at": t}));
-    }
-    rig.sim.inject(FaultRule {
-        fault: Fault::IgnoreParams {
-            names: vec!["id[gt]".into()],
-        },
-        times: usize::MAX,
-        path_contains: None,
-    });
-    rig.sim.set_clock_offset(chrono::Duration::seconds(5));
+    hour_old_pos_without_id_gt(&rig, 200);
     // Right after `offset=0` is answered (the next request is already on
     // its way and waits out the latency), 60 records leave the window.
     let sim = rig.sim.clone_handle();
