@@ -300,7 +300,21 @@ async fn no_secret_reaches_logs_or_endpoints() {
 /// and log, bounded (it must refuse to start, not run).
 fn run_refused(config: &std::path::Path, uid: Option<u32>) -> (Option<i32>, String) {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(BIN);
+    // Another user may not reach the binary inside the checkout (a clone
+    // in a 0700 `mktemp -d` dir): run a link or copy beside the config.
+    let bin = match uid {
+        None => std::path::PathBuf::from(BIN),
+        Some(_) => {
+            let beside = config.with_file_name("coupa-changefeed");
+            if !beside.exists() {
+                std::fs::hard_link(BIN, &beside)
+                    .or_else(|_| std::fs::copy(BIN, &beside).map(|_| ()))
+                    .unwrap();
+            }
+            beside
+        }
+    };
+    let mut cmd = Command::new(bin);
     cmd.args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
